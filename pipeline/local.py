@@ -1,0 +1,134 @@
+"""The embedded local engine: the pipeline spec run as subprocesses on this machine.
+
+Each step runs as the same command Argo runs in its pod (``python -m steps.<name> …``), in
+dependency order; the per-chunk steps of a pass run as one chain per chunk, chunks in
+parallel up to the number of cores. Transient failures are retried as the spec says;
+exit code 3 (bad input) is not. A step's output goes to ``jobs/{job_id}/logs/`` in the store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.spec import PASSES, Step, steps_for
+from steps.errors import EXIT_INPUT
+from steps.job import Status, mark_failed, read_job
+from steps.runner import TIMING_PREFIX
+from steps.store import Store, log_key
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class StepRun:
+    """One finished step process."""
+
+    stage: str
+    step: str
+    chunk: str | None
+    wall_s: float
+    work_s: float | None
+    exit_code: int
+    attempts: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.stage}/{self.step}" + (f"[{self.chunk}]" if self.chunk else "")
+
+
+class StepFailed(Exception):
+    def __init__(self, run: StepRun, message: str) -> None:
+        super().__init__(message)
+        self.run = run
+        self.message = message
+
+
+def _work_seconds(stderr: str) -> float | None:
+    for line in reversed(stderr.splitlines()):
+        if line.startswith(TIMING_PREFIX):
+            return json.loads(line[len(TIMING_PREFIX):]).get("work_s")
+    return None
+
+
+class LocalEngine:
+    def __init__(self, store: Store, params: dict[str, str], progress: Progress = lambda _: None,
+                 workers: int | None = None, retry_delay_s: float = 0.5) -> None:
+        self.store = store
+        self.params = params
+        self.progress = progress
+        self.workers = workers or os.cpu_count() or 1
+        self.retry_delay_s = retry_delay_s
+        self.runs: list[StepRun] = []
+
+    def run(self, stage: str) -> list[StepRun]:
+        """Run every pass of ``stage``; raises :class:`StepFailed` after marking the job failed."""
+        with tempfile.TemporaryDirectory(prefix="bookjob-") as scratch:
+            for pass_stage in PASSES[stage]:
+                self._run_pass(pass_stage, Path(scratch))
+        return self.runs
+
+    def _run_pass(self, pass_stage: str, scratch: Path) -> None:
+        values = {**self.params, "pass_stage": pass_stage,
+                  "chunks_file": str(scratch / f"{pass_stage}-chunks.json")}
+        ordered = steps_for(pass_stage)
+        chain = [s for s in ordered if s.per_chunk]
+        for step in ordered:
+            if step.per_chunk:
+                if step is chain[0]:
+                    chunks = json.loads(Path(values["chunks_file"]).read_text())
+                    self._run_chunks(chain, chunks, values)
+                continue
+            self._run_step(step, values, None)
+
+    def _run_chunks(self, chain: list[Step], chunks: list[str], values: dict[str, str]) -> None:
+        def one_chunk(pages: str) -> None:
+            for step in chain:
+                self._run_step(step, {**values, "pages": pages}, pages)
+
+        with ThreadPoolExecutor(max_workers=max(1, min(self.workers, len(chunks)))) as pool:
+            for future in [pool.submit(one_chunk, c) for c in chunks]:
+                future.result()
+
+    def _run_step(self, step: Step, values: dict[str, str], chunk: str | None) -> StepRun:
+        command = [sys.executable, "-m", step.module, *step.argv(values)]
+        name = f"{values['pass_stage']}-{step.name}" + (f"-{chunk.replace(',', '_')}" if chunk else "")
+        started = time.perf_counter()
+        for attempt in range(1, step.retries + 2):
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode in (0, EXIT_INPUT) or attempt > step.retries:
+                break
+            self.progress(f"  ! {step.name} exited {done.returncode}, retrying ({attempt}/{step.retries})")
+            time.sleep(self.retry_delay_s * 2 ** (attempt - 1))
+        run = StepRun(values["pass_stage"], step.name, chunk, time.perf_counter() - started,
+                      _work_seconds(done.stderr), done.returncode, attempt)
+        self.runs.append(run)
+        self.store.write(log_key(values["job_id"], name), (done.stdout + done.stderr).encode())
+        if done.returncode == 0:
+            self.progress(f"  \u2713 {run.label:<36} {run.wall_s:6.2f} s")
+            return run
+        self.progress(f"  \u2717 {run.label:<36} exit {done.returncode}")
+        raise StepFailed(run, self._fail(step, run, log_key(values["job_id"], name)))
+
+    def _fail(self, step: Step, run: StepRun, log: str) -> str:
+        """The job's error message, marking the job failed if the step could not."""
+        job_id = self.params["job_id"]
+        try:
+            record = read_job(self.store, job_id)
+        except Exception:  # noqa: BLE001 - no record (e.g. a bad job id): nothing to mark
+            return f"step {step.name} failed with exit code {run.exit_code}; see {log}"
+        failed = (Status.ANALYSIS_FAILED, Status.GENERATION_FAILED)
+        if run.exit_code == EXIT_INPUT and record.status in failed and record.error:
+            return record.error.message
+        message = (f"Step {step.name} failed with exit code {run.exit_code} after "
+                   f"{run.attempts} attempt(s); see {log} in the store.")
+        mark_failed(self.store, job_id, step.name, f"exit_{run.exit_code}", message)
+        return message

@@ -1,0 +1,123 @@
+"""Step ``analyze``: create or resume the job record, check the child's fields and photo, and
+measure the child's features.
+
+CPU backend ``heuristic``: the largest face and its eyes with OpenCV's shipped cascades,
+hair, eye and skin colour from measured pixels, gender as given by the parent. The result is
+``jobs/{job_id}/analysis.json`` and the record's ``analysis``; the job becomes
+``analyzing_completed``. No face in the photo: ``analysis_failed``, exit 3.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from steps import runner
+from steps.errors import InputError
+from steps.images import load_photo
+from steps.job import (JobRecord, Status, create_job, parse_age, read_job, update_job,
+                       validate_gender, validate_job_id, validate_name)
+from steps.manifest import load_book
+from steps.store import Store, analysis_key, open_store
+
+MIN_FACE_FRACTION = 0.06  # of the photo's shorter side
+MIN_FACE_PX = 40
+
+
+def prompt_for(gender: str, hair_color: str, hair_style: str) -> str:
+    """The old system's common prompt, e.g. ``child portrait, girl, dark brown hair, curly
+    hairstyle, high quality``."""
+    who = gender if gender in ("girl", "boy") else "child"
+    return f"child portrait, {who}, {hair_color} hair, {hair_style} hairstyle, high quality"
+
+
+def analyze_heuristic(photo: np.ndarray, gender: str) -> dict:
+    from steps.faces import describe, find_faces
+
+    faces = find_faces(photo)
+    if not faces:
+        raise InputError("no_face", "No face was found in the photo; send a well-lit photo in "
+                                    "which the child's face is clearly visible and looks at the camera.")
+    face = faces[0]
+    shorter = min(photo.shape[:2])
+    if max(face.box[2], face.box[3]) < max(MIN_FACE_PX, MIN_FACE_FRACTION * shorter):
+        raise InputError("face_too_small", "The face in the photo is too small to use; send a "
+                                           "closer photo in which the face fills more of the picture.")
+    features = describe(photo, face)
+    return {
+        "source": "heuristic",
+        "face_detected": True,
+        "faces_found": len(faces),
+        "photo_size": [int(photo.shape[1]), int(photo.shape[0])],
+        "face_box": [int(v) for v in face.box],
+        "left_eye": [round(float(v), 2) for v in face.left_eye],
+        "right_eye": [round(float(v), 2) for v in face.right_eye],
+        "eyes_detected": face.eyes_detected,
+        "gender": gender,
+        **features,
+        "prompt": prompt_for(gender, features["hair_color"], features["hair_style"]),
+    }
+
+
+BACKENDS = {"heuristic": analyze_heuristic}
+
+
+def start_job(store: Store, args) -> JobRecord:
+    """Create the record, or resume it if the same job is run again."""
+    try:
+        age = parse_age(args.age)
+    except InputError:
+        age = None
+    fresh = JobRecord(job_id=args.job_id, book_uri=args.book, photo_key=args.photo_key,
+                      child_name=str(args.name).strip()[:200], child_age=age,
+                      child_gender=args.gender)
+    if create_job(store, fresh):
+        return fresh
+    existing = read_job(store, args.job_id)
+    given = (fresh.child_name, fresh.child_age, fresh.child_gender, fresh.photo_key)
+    stored = (existing.child_name, existing.child_age, existing.child_gender, existing.photo_key)
+    if given != stored:
+        raise InputError("job_mismatch", f"Job {args.job_id} already exists for other child "
+                                         "details or another photo; use a new job id.")
+
+    return update_job(store, args.job_id, lambda record: record.move_to(Status.ANALYZING))
+
+
+def work(args) -> None:
+    validate_job_id(args.job_id)
+    store = open_store(args.store)
+    start_job(store, args)
+    validate_name(args.name)
+    parse_age(args.age)
+    gender = validate_gender(args.gender)
+    book = load_book(args.book).book
+    try:
+        photo_bytes = store.read(args.photo_key)
+    except FileNotFoundError:
+        raise InputError("missing_photo", f"No photo at {args.photo_key} in the store; "
+                                          "upload the photo before running the job.") from None
+    analysis = BACKENDS[args.analyzer](load_photo(photo_bytes), gender)
+    store.write(analysis_key(args.job_id), json.dumps(analysis, indent=2).encode())
+
+    def done(record: JobRecord) -> None:
+        record.book_id = book.id
+        record.analysis = analysis
+        record.move_to(Status.ANALYZING_COMPLETED)
+
+    update_job(store, args.job_id, done)
+
+
+def main() -> None:
+    p = runner.parser("analyze", __doc__.splitlines()[0])
+    p.add_argument("--book", required=True)
+    p.add_argument("--photo-key", required=True)
+    p.add_argument("--name", required=True)
+    p.add_argument("--age", required=True)
+    p.add_argument("--gender", default="unspecified")
+    p.add_argument("--analyzer", choices=sorted(BACKENDS), default="heuristic")
+    runner.run("analyze", p.parse_args(), work)
+
+
+if __name__ == "__main__":
+    main()

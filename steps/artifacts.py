@@ -1,0 +1,24 @@
+"""Writing a job's outputs: store the bytes, describe them for the job record."""
+
+from __future__ import annotations
+
+import hashlib
+
+from steps.job import Artifact, JobRecord, update_job
+from steps.store import Store
+
+
+def put(store: Store, key: str, data: bytes, kind: str, page: int | None = None) -> Artifact:
+    store.write(key, data)
+    return Artifact(kind=kind, page=page, key=key, sha256=hashlib.sha256(data).hexdigest(),
+                    size=len(data))
+
+
+def record(store: Store, job_id: str, artifacts: list[Artifact]) -> JobRecord:
+    """Add artifacts to the job record in one compare-and-swap update."""
+
+    def add(job: JobRecord) -> None:
+        for artifact in artifacts:
+            job.add_artifact(artifact)
+
+    return update_job(store, job_id, add)

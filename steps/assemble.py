@@ -1,0 +1,86 @@
+"""Step ``assemble``: the PDFs.
+
+``prepay``: ``layout/{job_id}/preview.pdf``, the prepay pages at low resolution with a
+watermark, at the book's physical page size. ``postpay``: ``layout/{job_id}/book.pdf``, every
+page at print size; the page PNGs are embedded as they are (img2pdf), so the print is lossless.
+"""
+
+from __future__ import annotations
+
+import io
+
+from PIL import Image, ImageDraw, ImageFont
+
+from steps import artifacts, runner
+from steps.errors import InputError
+from steps.manifest import Book, load_book
+from steps.store import Store, book_key, open_store, page_key, preview_key
+
+PREVIEW_DPI = 72
+WATERMARK = "PREVIEW"
+
+
+def watermark(page: Image.Image) -> Image.Image:
+    """A large translucent diagonal word across the page."""
+    side = min(page.size)
+    layer = Image.new("RGBA", (side, side // 3), (0, 0, 0, 0))
+    font = ImageFont.load_default(size=side // 6)
+    draw = ImageDraw.Draw(layer)
+    draw.text((side // 2, side // 6), WATERMARK, font=font, anchor="mm",
+              fill=(255, 255, 255, 120), stroke_width=max(2, side // 200), stroke_fill=(0, 0, 0, 70))
+    layer = layer.rotate(35, expand=True, resample=Image.Resampling.BICUBIC)
+    out = page.convert("RGBA")
+    out.alpha_composite(layer, ((page.width - layer.width) // 2, (page.height - layer.height) // 2))
+    return out.convert("RGB")
+
+
+def preview_page(png: bytes, book: Book) -> bytes:
+    page = Image.open(io.BytesIO(png)).convert("RGB")
+    width, height = book.output.page_size_px
+    scale = PREVIEW_DPI / book.output.dpi
+    small = page.resize((max(1, round(width * scale)), max(1, round(height * scale))),
+                        Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    watermark(small).save(out, format="JPEG", quality=70, dpi=(PREVIEW_DPI, PREVIEW_DPI))
+    return out.getvalue()
+
+
+def page_pngs(store: Store, job_id: str, pages: list[int]) -> list[bytes]:
+    try:
+        return [store.read(page_key(job_id, n)) for n in pages]
+    except FileNotFoundError as e:
+        raise InputError("missing_page", f"Page {e} has not been rendered; run the stage that "
+                                         "makes it first.") from None
+
+
+def make_pdf(images: list[bytes], book: Book) -> bytes:
+    import img2pdf
+
+    width, height = book.output.page_size_px
+    size = (img2pdf.in_to_pt(width / book.output.dpi), img2pdf.in_to_pt(height / book.output.dpi))
+    return img2pdf.convert(images, layout_fun=img2pdf.get_layout_fun(size))
+
+
+def work(args) -> None:
+    store = open_store(args.store)
+    book = load_book(args.book).book
+    if args.stage == "prepay":
+        pages = book.stage_pages("prepay")
+        pdf = make_pdf([preview_page(p, book) for p in page_pngs(store, args.job_id, pages)], book)
+        made = artifacts.put(store, preview_key(args.job_id), pdf, "preview_pdf")
+    else:
+        pages = book.stage_pages("full")
+        pdf = make_pdf(page_pngs(store, args.job_id, pages), book)
+        made = artifacts.put(store, book_key(args.job_id), pdf, "book_pdf")
+    artifacts.record(store, args.job_id, [made])
+
+
+def main() -> None:
+    p = runner.parser("assemble", __doc__.splitlines()[0])
+    p.add_argument("--book", required=True)
+    p.add_argument("--stage", choices=["prepay", "postpay"], required=True)
+    runner.run("assemble", p.parse_args(), work)
+
+
+if __name__ == "__main__":
+    main()

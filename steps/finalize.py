@@ -1,0 +1,46 @@
+"""Step ``finalize``: check that a stage made everything it owes, then mark it done.
+
+``prepay`` -> ``prepay_ready`` (needs each prepay page and the preview);
+``postpay`` -> ``completed`` (needs every page and the book).
+"""
+
+from __future__ import annotations
+
+from steps import runner
+from steps.job import JobRecord, Status, update_job
+from steps.manifest import load_book
+from steps.store import open_store
+
+DONE = {"prepay": (Status.PREPAY_READY, "preview_pdf"), "postpay": (Status.COMPLETED, "book_pdf")}
+
+
+def missing_outputs(record: JobRecord, pages: list[int], pdf_kind: str) -> list[str]:
+    missing = [f"page {n}" for n in pages
+               if record.artifact("page_png", n) is None or record.artifact("page_bg_png", n) is None]
+    return missing + ([pdf_kind] if record.artifact(pdf_kind) is None else [])
+
+
+def work(args) -> None:
+    store = open_store(args.store)
+    book = load_book(args.book).book
+    status, pdf_kind = DONE[args.stage]
+    pages = book.stage_pages("prepay" if args.stage == "prepay" else "full")
+
+    def finish(record: JobRecord) -> None:
+        missing = missing_outputs(record, pages, pdf_kind)
+        if missing:
+            raise RuntimeError(f"stage {args.stage} is missing {', '.join(missing)}")
+        record.move_to(status)
+
+    update_job(store, args.job_id, finish)
+
+
+def main() -> None:
+    p = runner.parser("finalize", __doc__.splitlines()[0])
+    p.add_argument("--book", required=True)
+    p.add_argument("--stage", choices=sorted(DONE), required=True)
+    runner.run("finalize", p.parse_args(), work)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""Image I/O: safe decoding of what parents upload, book files from anywhere, print PNGs.
+
+A photo is decoded once, upright (EXIF orientation), as 8-bit RGB, whatever it came as
+(JPEG, PNG, WebP, HEIC; 16-bit, CMYK, grayscale, palette, alpha), and never beyond
+:data:`MAX_PIXELS`, so a decompression bomb is an input error, not an out-of-memory kill.
+"""
+
+from __future__ import annotations
+
+import io
+import urllib.error
+import urllib.request
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from steps.errors import InputError
+from steps.store import Store, StoreError, open_store, split_s3_uri
+
+MAX_PIXELS = 50_000_000
+MIN_PHOTO_SIDE = 64
+MAX_DOWNLOAD = 100 * 1024 * 1024
+PHOTO_FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "HEIF": "heic", "MPO": "jpg"}
+# zlib level 1 keeps print PNGs lossless at a fraction of the default level's time.
+PNG_COMPRESS_LEVEL = 1
+
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+
+
+def _register_heif() -> None:
+    try:
+        from pillow_heif import register_heif_opener
+    except ImportError:  # the photo simply cannot be HEIC then
+        return
+    register_heif_opener()
+
+
+_register_heif()
+
+
+def _open(data: bytes, what: str) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            if image.width * image.height > MAX_PIXELS:
+                raise Image.DecompressionBombError("too many pixels")
+            image.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InputError("image_too_large", f"The {what} has more than {MAX_PIXELS // 1_000_000} "
+                                            "million pixels; send a smaller image.") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        truncated = "truncated" in str(e) or "broken" in str(e)
+        detail = "is truncated or damaged" if truncated else "is not a readable image"
+        raise InputError("bad_image", f"The {what} {detail}; send a complete JPEG, PNG, WebP "
+                                      "or HEIC file.") from None
+    return image
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """8-bit RGB from any mode; transparency is flattened onto white."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if array.max() > 255 else 255.0
+        image = Image.fromarray(np.clip(array * 255.0 / peak, 0, 255).astype(np.uint8), "L")
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def photo_ext(data: bytes) -> str | None:
+    """The file extension a photo's content calls for, or None if it is no supported image."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return PHOTO_FORMATS.get(image.format or "")
+    except Exception:  # noqa: BLE001 - anything unreadable is simply "not an image"
+        return None
+
+
+def load_photo(data: bytes) -> np.ndarray:
+    """The child's photo: upright 8-bit RGB, HxWx3."""
+    image = _open(data, "photo")
+    if (image.format or "") not in PHOTO_FORMATS:
+        raise InputError("bad_image", f"The photo is a {image.format} file; send a JPEG, PNG, "
+                                      "WebP or HEIC photo.")
+    image = ImageOps.exif_transpose(image) or image
+    if min(image.size) < MIN_PHOTO_SIDE:
+        raise InputError("photo_too_small", f"The photo is only {image.width}x{image.height} "
+                                            f"pixels; send a photo at least {MIN_PHOTO_SIDE} "
+                                            "pixels on each side.")
+    return np.asarray(to_rgb(image))
+
+
+def load_page(data: bytes, size: tuple[int, int], what: str = "page image") -> Image.Image:
+    """An illustration as RGB at exactly ``size`` (width, height)."""
+    image = to_rgb(_open(data, what))
+    if image.size != tuple(size):
+        image = image.resize(tuple(size), Image.Resampling.LANCZOS)
+    return image
+
+
+def encode_png(image: Image.Image | np.ndarray, dpi: int) -> bytes:
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image)
+    out = io.BytesIO()
+    image.save(out, format="PNG", dpi=(dpi, dpi), compress_level=PNG_COMPRESS_LEVEL)
+    return out.getvalue()
+
+
+def fetch(ref: str, book_files: Store) -> bytes:
+    """Bytes of a book file: a path relative to the book, ``s3://bucket/key`` or ``https://…``."""
+    if ref.startswith("s3://"):
+        bucket, key = split_s3_uri(ref)
+        parent, _, name = key.rstrip("/").rpartition("/")
+        try:
+            return open_store(f"s3://{bucket}/{parent}").read(name)
+        except FileNotFoundError:
+            raise InputError("missing_file", f"Book file {ref} does not exist; "
+                                             "upload it or fix the manifest.") from None
+    if ref.startswith("https://"):
+        return _download(ref)
+    if "://" in ref:
+        raise InputError("bad_manifest", f"Book file {ref!r} must be a relative path, s3:// or "
+                                         "https:// address.")
+    try:
+        return book_files.read(ref)
+    except (FileNotFoundError, ValueError):
+        raise InputError("missing_file", f"Book file {ref!r} does not exist in the book; "
+                                         "add it or fix the manifest.") from None
+
+
+def _download(url: str) -> bytes:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            data = response.read(MAX_DOWNLOAD + 1)
+    except urllib.error.HTTPError as e:
+        if 500 <= e.code < 600:
+            raise StoreError(f"{url} answered {e.code}") from e
+        raise InputError("missing_file", f"Book file {url} answered HTTP {e.code}; "
+                                         "check the address in the manifest.") from None
+    except (urllib.error.URLError, TimeoutError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise InputError("unreachable_file", f"Book file {url} could not be fetched ({reason}); "
+                                             "check the address or host the file with the book.") from None
+    if len(data) > MAX_DOWNLOAD:
+        raise InputError("image_too_large", f"Book file {url} is larger than "
+                                            f"{MAX_DOWNLOAD // 2**20} MiB; use a smaller file.")
+    return data

@@ -1,0 +1,231 @@
+"""The job record (``jobs/{job_id}/job.json``): statuses, allowed transitions, safe updates.
+
+The record is the only mutable shared state of a job. Every change goes through
+:func:`update_job`, a compare-and-swap loop on the store, so concurrent steps (page chunks
+finishing together) never lose each other's update.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+import unicodedata
+from collections.abc import Callable
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from steps.errors import InputError
+from steps.store import Store, job_key
+
+
+class Status(str, Enum):
+    ANALYZING = "analyzing"
+    ANALYZING_COMPLETED = "analyzing_completed"
+    PREPAY_GENERATING = "prepay_generating"
+    PREPAY_READY = "prepay_ready"
+    POSTPAY_GENERATING = "postpay_generating"
+    COMPLETED = "completed"
+    ANALYSIS_FAILED = "analysis_failed"
+    GENERATION_FAILED = "generation_failed"
+
+
+S = Status
+# The old system's flow, plus re-entry: a stale in-progress or failed status may be entered
+# again (a run that died is resumed), and a finished stage may be re-run.
+TRANSITIONS: dict[Status, frozenset[Status]] = {
+    S.ANALYZING: frozenset({S.ANALYZING, S.ANALYZING_COMPLETED, S.ANALYSIS_FAILED}),
+    S.ANALYZING_COMPLETED: frozenset({S.ANALYZING, S.PREPAY_GENERATING, S.GENERATION_FAILED}),
+    S.PREPAY_GENERATING: frozenset({S.ANALYZING, S.PREPAY_GENERATING, S.PREPAY_READY,
+                                    S.GENERATION_FAILED}),
+    S.PREPAY_READY: frozenset({S.ANALYZING, S.PREPAY_GENERATING, S.POSTPAY_GENERATING}),
+    S.POSTPAY_GENERATING: frozenset({S.ANALYZING, S.POSTPAY_GENERATING, S.COMPLETED,
+                                     S.GENERATION_FAILED}),
+    S.COMPLETED: frozenset({S.ANALYZING, S.POSTPAY_GENERATING}),
+    S.ANALYSIS_FAILED: frozenset({S.ANALYZING, S.ANALYSIS_FAILED}),
+    S.GENERATION_FAILED: frozenset({S.ANALYZING, S.PREPAY_GENERATING, S.POSTPAY_GENERATING,
+                                    S.GENERATION_FAILED}),
+}
+
+ArtifactKind = Literal["page_bg_png", "page_png", "preview_pdf", "book_pdf"]
+Gender = Literal["girl", "boy", "unspecified"]
+GENDERS = ("girl", "boy", "unspecified")
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class StatusChange(BaseModel):
+    status: Status
+    at: str
+
+
+class Artifact(BaseModel):
+    kind: ArtifactKind
+    page: int | None = None
+    key: str
+    sha256: str
+    size: int
+
+
+class JobError(BaseModel):
+    step: str
+    reason: str
+    message: str
+
+
+class GenerationRetry(BaseModel):
+    randomize_seed: bool = False
+
+
+class JobRecord(BaseModel):
+    job_id: str
+    book_id: str | None = None
+    book_uri: str
+    photo_key: str
+    child_name: str
+    child_age: int | None
+    child_gender: str
+    status: Status = Status.ANALYZING
+    status_history: list[StatusChange] = Field(default_factory=list)
+    analysis: dict[str, Any] | None = None
+    artifacts: list[Artifact] = Field(default_factory=list)
+    error: JobError | None = None
+    generation_retry: GenerationRetry = Field(default_factory=GenerationRetry)
+    created_at: str = Field(default_factory=now)
+    updated_at: str = Field(default_factory=now)
+
+    def move_to(self, status: Status) -> None:
+        """Change status if the flow allows it; clears a previous error when resuming."""
+        if status not in TRANSITIONS[self.status]:
+            raise InvalidTransition(
+                f"job {self.job_id} is {self.status.value}; it cannot become {status.value}")
+        self.status = status
+        self.status_history.append(StatusChange(status=status, at=now()))
+        if status not in (Status.ANALYSIS_FAILED, Status.GENERATION_FAILED):
+            self.error = None
+
+    def reached(self, status: Status) -> bool:
+        return any(change.status == status for change in self.status_history)
+
+    def add_artifact(self, artifact: Artifact) -> None:
+        """Record an artifact; the same (kind, page) replaces the old record."""
+        self.artifacts = [a for a in self.artifacts
+                          if (a.kind, a.page) != (artifact.kind, artifact.page)]
+        self.artifacts.append(artifact)
+        self.artifacts.sort(key=lambda a: (a.page or 0, a.kind))
+
+    def artifact(self, kind: str, page: int | None = None) -> Artifact | None:
+        return next((a for a in self.artifacts if (a.kind, a.page) == (kind, page)), None)
+
+
+class InvalidTransition(Exception):
+    """A status change the flow does not allow."""
+
+
+class JobNotFound(Exception):
+    pass
+
+
+# ---- reading and writing ----------------------------------------------------------------
+
+
+def _dump(record: JobRecord) -> bytes:
+    return record.model_dump_json(indent=2).encode("utf-8")
+
+
+def read_job(store: Store, job_id: str) -> JobRecord:
+    try:
+        return JobRecord.model_validate_json(store.read(job_key(job_id)))
+    except FileNotFoundError:
+        raise JobNotFound(f"no job {job_id!r} in {store.uri}") from None
+
+
+def job_exists(store: Store, job_id: str) -> bool:
+    return store.exists(job_key(job_id))
+
+
+def create_job(store: Store, record: JobRecord) -> bool:
+    """Write a new record; False if a record with that id already exists."""
+    record.status_history = [StatusChange(status=record.status, at=now())]
+    return store.write_if(job_key(record.job_id), _dump(record), None)
+
+
+def update_job(store: Store, job_id: str, change: Callable[[JobRecord], None],
+               attempts: int = 200) -> JobRecord:
+    """Apply ``change`` to the current record with compare-and-swap, retrying on conflict."""
+    key = job_key(job_id)
+    for attempt in range(attempts):
+        current = store.read_versioned(key)
+        if current is None:
+            raise JobNotFound(f"no job {job_id!r} in {store.uri}")
+        data, version = current
+        record = JobRecord.model_validate_json(data)
+        change(record)
+        record.updated_at = now()
+        if store.write_if(key, _dump(record), version):
+            return record
+        time.sleep(random.uniform(0, min(0.2, 0.002 * 2 ** min(attempt, 7))))
+    raise RuntimeError(f"job {job_id}: gave up after {attempts} conflicting updates")
+
+
+def mark_failed(store: Store, job_id: str, step: str, reason: str, message: str) -> JobRecord:
+    """The job becomes ``analysis_failed`` (during analysis) or ``generation_failed``."""
+
+    def fail(record: JobRecord) -> None:
+        analysing = record.status in (Status.ANALYZING, Status.ANALYSIS_FAILED)
+        target = Status.ANALYSIS_FAILED if analysing else Status.GENERATION_FAILED
+        if record.status != target:
+            record.move_to(target)
+        record.error = JobError(step=step, reason=reason, message=message)
+
+    return update_job(store, job_id, fail)
+
+
+# ---- validation of what a user types ----------------------------------------------------
+
+JOB_ID = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9])?")
+MAX_NAME = 40
+
+
+def validate_job_id(job_id: str) -> str:
+    if not JOB_ID.fullmatch(job_id or "") or ".." in job_id:
+        raise InputError(
+            "bad_job_id",
+            f"Job id {job_id[:80]!r} is not allowed: use 1-63 letters, digits, '.', '_' or '-', "
+            "starting and ending with a letter or digit.")
+    return job_id
+
+
+def validate_name(name: str) -> str:
+    name = unicodedata.normalize("NFC", name or "").strip()
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Zl", "Zp") for c in name):
+        raise InputError("bad_name", "The child's name contains control or invisible characters; "
+                                     "type the name as plain letters.")
+    if not 1 <= len(name) <= MAX_NAME:
+        raise InputError("bad_name", f"The child's name must be 1-{MAX_NAME} characters long "
+                                     f"(got {len(name)}); give a shorter or non-empty name.")
+    return name
+
+
+def parse_age(age: str | int) -> int:
+    try:
+        value = int(str(age).strip())
+    except ValueError:
+        raise InputError("bad_age", f"Age {str(age)[:20]!r} is not a whole number; "
+                                    "give the child's age in years, 0-17.") from None
+    if not 0 <= value <= 17:
+        raise InputError("bad_age", f"Age {value} is outside 0-17; "
+                                    "give the child's age in years, 0-17.")
+    return value
+
+
+def validate_gender(gender: str) -> str:
+    if gender not in GENDERS:
+        raise InputError("bad_gender", f"Gender {gender[:20]!r} is not one of "
+                                       f"{', '.join(GENDERS)}; pick one of those.")
+    return gender

@@ -1,0 +1,245 @@
+"""The book manifest (v1): ``book.yaml`` at the root of a book folder or S3 prefix.
+
+Everything a designer can get wrong is found here, at load time, with one sentence that says
+where and how to fix it: syntax, unknown keys, page numbers, prepay pages, face slots, boxes
+outside the page, template variables, font files.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from steps.errors import InputError
+from steps.store import Store, open_store
+
+MANIFEST = "book.yaml"
+TEMPLATE_VARIABLES = ("child_name", "child_age", "child_gender")
+MAX_PAGES = 99
+MAX_SIDE_PX = 10_000
+MAX_TEXT = 2_000
+MAX_TEXT_LAYERS = 20
+
+Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
+Color = Annotated[str, Field(pattern=r"^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6}|[0-9a-fA-F]{8})$")]
+Point = tuple[int, int]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Output(Strict):
+    page_size_px: tuple[Annotated[int, Field(ge=64, le=MAX_SIDE_PX)],
+                        Annotated[int, Field(ge=64, le=MAX_SIDE_PX)]]
+    dpi: Annotated[int, Field(ge=72, le=1200)] = 300
+
+
+class Font(Strict):
+    family: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9 _-]{0,63}$")]
+    src: str
+    weight: Literal["normal", "bold"] = "normal"
+    style: Literal["normal", "italic"] = "normal"
+
+
+class TextStyle(Strict):
+    font_family: str
+    font_size_px: Annotated[int, Field(ge=6, le=800)]
+    color: Color = "#000000"
+    align: Literal["left", "center", "right", "justify"] = "left"
+    valign: Literal["top", "middle", "bottom"] = "top"
+    line_height: Annotated[float, Field(ge=0.8, le=3.0)] = 1.25
+    font_weight: Literal["normal", "bold"] = "normal"
+    font_style: Literal["normal", "italic"] = "normal"
+
+
+class TextLayer(Strict):
+    text: Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]
+    box: tuple[int, int, Annotated[int, Field(gt=0)], Annotated[int, Field(gt=0)]]
+    style: TextStyle
+
+    @field_validator("text")
+    @classmethod
+    def known_variables(cls, text: str) -> str:
+        for name in template_fields(text):
+            if name not in TEMPLATE_VARIABLES:
+                raise ValueError(f"unknown template variable {{{name}}}; the variables are "
+                                 + ", ".join(f"{{{v}}}" for v in TEMPLATE_VARIABLES)
+                                 + " (write {{ and }} for literal braces)")
+        return text
+
+
+class FaceSlot(Strict):
+    left_eye: Point
+    right_eye: Point
+
+    @model_validator(mode="after")
+    def eyes_apart(self) -> FaceSlot:
+        if self.right_eye[0] - self.left_eye[0] < 8:
+            raise ValueError("right_eye must be at least 8 px to the right of left_eye")
+        return self
+
+
+class Page(Strict):
+    num: Annotated[int, Field(ge=1, le=MAX_PAGES)]
+    base: Annotated[str, Field(min_length=1)]
+    needs_face_swap: bool = False
+    prompt: str = ""
+    negative_prompt: str = ""
+    face: FaceSlot | None = None
+    text_layers: Annotated[list[TextLayer], Field(max_length=MAX_TEXT_LAYERS)] = []
+
+    @model_validator(mode="after")
+    def slot_when_needed(self) -> Page:
+        if self.needs_face_swap and self.face is None:
+            raise ValueError(f"page {self.num} has needs_face_swap but no face slot; add "
+                             "face: {left_eye: [x, y], right_eye: [x, y]}")
+        return self
+
+
+class Book(Strict):
+    id: Slug
+    title: Annotated[str, Field(min_length=1, max_length=200)]
+    output: Output
+    prepay_pages: list[int]
+    fonts: list[Font] = []
+    pages: Annotated[list[Page], Field(min_length=1, max_length=MAX_PAGES)]
+
+    @model_validator(mode="after")
+    def consistent(self) -> Book:
+        nums = [p.num for p in self.pages]
+        dupes = sorted({n for n in nums if nums.count(n) > 1})
+        if dupes:
+            raise ValueError(f"page number {dupes[0]} appears more than once; number pages uniquely")
+        missing = [n for n in self.prepay_pages if n not in nums]
+        if missing:
+            raise ValueError(f"prepay page {missing[0]} is not among the pages; "
+                             "list only existing page numbers in prepay_pages")
+        width, height = self.output.page_size_px
+        families = {f.family for f in self.fonts}
+        for page in self.pages:
+            if page.face:
+                for eye in (page.face.left_eye, page.face.right_eye):
+                    if not (0 <= eye[0] < width and 0 <= eye[1] < height):
+                        raise ValueError(f"page {page.num}: face slot eye {list(eye)} is outside "
+                                         f"the {width}x{height} page")
+            for layer in page.text_layers:
+                x, y, w, h = layer.box
+                if x < 0 or y < 0 or x + w > width or y + h > height:
+                    raise ValueError(f"page {page.num}: text box {list(layer.box)} reaches outside "
+                                     f"the {width}x{height} page; move or shrink it")
+                if layer.style.font_family not in families:
+                    raise ValueError(f"page {page.num}: font_family {layer.style.font_family!r} "
+                                     "is not one of the book's fonts; add it under fonts:")
+        return self
+
+    def page(self, num: int) -> Page:
+        return next(p for p in self.pages if p.num == num)
+
+    def stage_pages(self, stage: str) -> list[int]:
+        """Page numbers a stage makes: prepay pages, the others (postpay), or all."""
+        prepay = set(self.prepay_pages)
+        nums = sorted(p.num for p in self.pages)
+        if stage == "prepay":
+            return [n for n in nums if n in prepay]
+        if stage == "postpay":
+            return [n for n in nums if n not in prepay]
+        return nums
+
+
+def template_fields(text: str) -> list[str]:
+    """Field names used in a ``{child_name}``-style template (raises ValueError if malformed)."""
+    fields = []
+    for _, name, spec, conversion in string.Formatter().parse(text):
+        if name is None:
+            continue
+        if spec or conversion:
+            raise ValueError(f"template variable {{{name}}} must not carry a format or conversion")
+        fields.append(name)
+    return fields
+
+
+def fill(text: str, child: dict[str, str]) -> str:
+    """Substitute the template variables; validated at load time, so this cannot fail."""
+    return text.format_map({k: child[k] for k in TEMPLATE_VARIABLES})
+
+
+# ---- loading ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoadedBook:
+    """A validated manifest and the store its files are read from."""
+
+    book: Book
+    uri: str
+    files: Store
+
+    def read(self, ref: str) -> bytes:
+        """A file of the book: relative to its root, ``s3://…`` or ``https://…``."""
+        from steps.images import fetch
+
+        return fetch(ref, self.files)
+
+
+def _where(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _explain(error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = _where(first["loc"])
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        return f"unknown key {where!r}; check its spelling against the manifest format"
+    if kind == "missing":
+        return f"{where} is missing; add it"
+    msg = first["msg"].removeprefix("Value error, ")
+    return f"{where}: {msg}" if where else msg
+
+
+def load_book(uri: str) -> LoadedBook:
+    """Load and fully validate ``book.yaml`` from a folder or an ``s3://`` prefix."""
+    files = open_store(uri)
+    try:
+        raw = files.read(MANIFEST)
+    except (FileNotFoundError, NotADirectoryError):
+        raise InputError("bad_manifest", f"No {MANIFEST} found in {uri}; "
+                                         "point BOOK at a folder or s3:// prefix holding one.") from None
+    try:
+        data = yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or "invalid YAML"
+        raise InputError("bad_manifest", f"{MANIFEST}{line}: {problem}; fix the YAML syntax.") from None
+    if not isinstance(data, dict):
+        raise InputError("bad_manifest", f"{MANIFEST} must be a mapping with id, title, output "
+                                         "and pages; see the manifest format in the README.")
+    try:
+        book = Book.model_validate(data)
+    except ValidationError as e:
+        raise InputError("bad_manifest", f"{MANIFEST}: {_explain(e)}.") from None
+    for ref in [f.src for f in book.fonts] + [p.base for p in book.pages]:
+        if "://" not in ref:
+            _check_book_file(files, ref, uri)
+    return LoadedBook(book=book, uri=uri, files=files)
+
+
+def _check_book_file(files: Store, ref: str, uri: str) -> None:
+    path = PurePosixPath(ref)
+    if path.is_absolute() or ".." in path.parts or re.match(r"^[A-Za-z]:", ref):
+        raise InputError("bad_manifest", f"{MANIFEST}: file {ref!r} must be a path inside the "
+                                         "book folder (no '..', not absolute).")
+    if not files.exists(ref):
+        raise InputError("bad_manifest", f"{MANIFEST}: file {ref!r} does not exist in {uri}; "
+                                         "add it or fix the path.")

@@ -1,0 +1,61 @@
+"""What every step program shares: its common arguments, exit codes and failure handling.
+
+A step that meets bad input prints one sentence, marks the job failed with the reason and
+exits with code 3 (never retried). Anything else is a crash: the traceback goes to the step's
+log (stderr) and the exit code is 1, which the engines retry. Each step reports its own work
+time on stderr as one ``bookjob-timing`` line, for the benchmarks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import traceback
+from collections.abc import Callable
+
+from steps.errors import EXIT_FAILURE, EXIT_INPUT, EXIT_OK, InputError
+from steps.job import JobNotFound, JOB_ID, mark_failed
+from steps.store import open_store
+
+TIMING_PREFIX = "bookjob-timing "
+
+
+def parser(step: str, description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"python -m steps.{step}", description=description)
+    p.add_argument("--store", required=True, help="store: a folder or s3://bucket/prefix")
+    p.add_argument("--job-id", required=True)
+    return p
+
+
+def boolean(text: str) -> bool:
+    """``true``/``false`` as Argo passes parameters."""
+    return str(text).strip().lower() in ("1", "true", "yes")
+
+
+def parse_pages(text: str) -> list[int]:
+    """``"1,2,5"`` -> [1, 2, 5] (the form chunks travel in between steps)."""
+    return [int(n) for n in text.split(",") if n.strip()]
+
+
+def run(step: str, args: argparse.Namespace, work: Callable[[argparse.Namespace], None]) -> None:
+    """Run a step's work and exit with the code the engines understand."""
+    started = time.perf_counter()
+    code = EXIT_OK
+    try:
+        work(args)
+    except InputError as e:
+        code = EXIT_INPUT
+        print(f"error: {e.message}", file=sys.stderr)
+        if JOB_ID.fullmatch(args.job_id or ""):
+            try:
+                mark_failed(open_store(args.store), args.job_id, step, e.reason, e.message)
+            except JobNotFound:
+                pass
+    except Exception:  # noqa: BLE001 - a crash is reported and retried, never swallowed
+        code = EXIT_FAILURE
+        traceback.print_exc()
+    timing = {"step": step, "work_s": round(time.perf_counter() - started, 4), "exit": code}
+    print(TIMING_PREFIX + json.dumps(timing), file=sys.stderr, flush=True)
+    sys.exit(code)

@@ -1,0 +1,313 @@
+"""Typeset text onto book pages with headless Chromium.
+
+The browser sees only the text: one HTML document per page holds an absolutely positioned box
+per :class:`TextBlock` over a transparent body the size of the page. We shrink each block's font
+until its text fits its box, screenshot the text layer with a transparent background and
+alpha-composite it onto the page with Pillow. The page image itself never enters the browser.
+
+Security: page scripts are disabled, every request is routed (the document and the book's
+fonts are served from memory under a fake origin, everything else is aborted and logged in
+:attr:`TextRenderer.blocked_requests`), text is HTML-escaped and CSS values come only from
+validated fields. Measuring uses Playwright's ``evaluate``, which works with page scripts off.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import os
+import re
+import shutil
+import sys
+from dataclasses import dataclass
+from io import BytesIO
+from pathlib import Path
+from typing import Any, Sequence
+
+from PIL import Image
+
+ORIGIN = "https://book.invalid"
+LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+               "--disable-component-update", "--no-first-run"]
+FALLBACK_FONTS = '"Noto Sans", "Noto Naskh Arabic", "Noto Sans Arabic", "DejaVu Sans", sans-serif'
+NO_CHROMIUM = ("No Chromium found: install Debian's 'chromium' package or set BOOKJOB_CHROMIUM "
+               "to a Chromium executable.")
+
+_COLOR = re.compile(r"#(?:[0-9a-fA-F]{3,4}|[0-9a-fA-F]{6}|[0-9a-fA-F]{8})")
+_JUSTIFY = {"top": "flex-start", "middle": "safe center", "bottom": "safe flex-end"}
+_ALIGNS = ("left", "center", "right", "justify")
+_WEIGHTS = ("normal", "bold")
+_STYLES = ("normal", "italic")
+# (magic bytes, CSS format(), MIME type, file extension)
+_FONT_KINDS = [(b"\x00\x01\x00\x00", "truetype", "font/ttf", "ttf"),
+               (b"true", "truetype", "font/ttf", "ttf"),
+               (b"OTTO", "opentype", "font/otf", "otf"),
+               (b"wOFF", "woff", "font/woff", "woff"),
+               (b"wOF2", "woff2", "font/woff2", "woff2")]
+
+
+def font_kind(data: bytes) -> tuple[str, str, str]:
+    """(CSS format, MIME type, extension) of a font file, sniffed from its first bytes."""
+    for magic, fmt, mime, ext in _FONT_KINDS:
+        if data.startswith(magic):
+            return fmt, mime, ext
+    raise ValueError("Font data is not a TrueType, OpenType, WOFF or WOFF2 file.")
+
+
+@dataclass(frozen=True)
+class FontFile:
+    """One face of a book font: the raw file bytes under a CSS family name."""
+
+    family: str
+    data: bytes
+    weight: str = "normal"     # "normal" | "bold"
+    style: str = "normal"      # "normal" | "italic"
+
+    def __post_init__(self) -> None:
+        if not self.family.strip():
+            raise ValueError("A font needs a family name.")
+        _check_choice("font weight", self.weight, _WEIGHTS)
+        _check_choice("font style", self.style, _STYLES)
+        font_kind(self.data)
+
+
+@dataclass(frozen=True)
+class TextBlock:
+    """Final text for one box on a page, with the designer's typography."""
+
+    text: str
+    box: tuple[int, int, int, int]            # x, y, w, h in page pixels
+    font_family: str
+    font_size_px: int                         # shrunk (never grown) until the text fits the box
+    color: str = "#000000"
+    align: str = "left"                       # left | center | right | justify
+    valign: str = "top"                       # top | middle | bottom
+    line_height: float = 1.25
+    font_weight: str = "normal"               # normal | bold
+    font_style: str = "normal"                # normal | italic
+
+    def __post_init__(self) -> None:
+        x, y, w, h = self.box
+        if not all(isinstance(v, int) for v in self.box) or w <= 0 or h <= 0:
+            raise ValueError(f"Text box {self.box!r} must be integers with a positive width and height.")
+        if not isinstance(self.font_size_px, int) or self.font_size_px <= 0:
+            raise ValueError(f"Font size {self.font_size_px!r} must be a positive integer.")
+        if not _COLOR.fullmatch(self.color):
+            raise ValueError(f"Colour {self.color!r} is not a CSS hex colour.")
+        if not (math.isfinite(self.line_height) and 0 < self.line_height <= 10):
+            raise ValueError(f"Line height {self.line_height!r} must be between 0 and 10.")
+        _check_choice("alignment", self.align, _ALIGNS)
+        _check_choice("vertical alignment", self.valign, tuple(_JUSTIFY))
+        _check_choice("font weight", self.font_weight, _WEIGHTS)
+        _check_choice("font style", self.font_style, _STYLES)
+
+    @property
+    def min_font_size(self) -> float:
+        """The smallest size shrink-to-fit may use: 25% of the design size, at least 6px."""
+        return min(float(self.font_size_px), max(6.0, self.font_size_px * 0.25))
+
+
+def _check_choice(what: str, value: str, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        raise ValueError(f"Unknown {what} {value!r}: expected one of {', '.join(allowed)}.")
+
+
+def _playwright_has_chromium() -> bool:
+    """Whether `playwright install chromium` put a browser in Playwright's cache (Linux, macOS)."""
+    base = os.environ.get("PLAYWRIGHT_BROWSERS_PATH", "")
+    if not base or base == "0":
+        cache = Path.home() / "Library" / "Caches" if sys.platform == "darwin" else Path.home() / ".cache"
+        base = str(Path(os.environ.get("XDG_CACHE_HOME", cache)) / "ms-playwright")
+    names = {"chrome", "chrome.exe", "Chromium.app", "Google Chrome for Testing.app"}
+    return any(p.name in names for p in Path(base).glob("chromium-*/chrome-*/*"))
+
+
+def find_chromium() -> str | None:
+    """The Chromium to launch: $BOOKJOB_CHROMIUM, else None for Playwright's own, else the system's."""
+    env = os.environ.get("BOOKJOB_CHROMIUM")
+    if env:
+        if not Path(env).is_file():
+            raise RuntimeError(f"BOOKJOB_CHROMIUM is set to {env!r}, but no such file exists.")
+        return env
+    if _playwright_has_chromium():
+        return None
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    raise RuntimeError(NO_CHROMIUM)
+
+
+def css_string(value: str) -> str:
+    """A double-quoted CSS string; anything but letters, digits, space, '-' and '_' is hex-escaped."""
+    return '"' + "".join(c if c.isalnum() or c in " -_" else f"\\{ord(c):x} " for c in value) + '"'
+
+
+def _font_url(index: int, font: FontFile) -> str:
+    return f"{ORIGIN}/fonts/{index}.{font_kind(font.data)[2]}"
+
+
+def _font_face_css(index: int, font: FontFile) -> str:
+    return (f"@font-face{{font-family:{css_string(font.family)};"
+            f"src:url(\"{_font_url(index, font)}\") format(\"{font_kind(font.data)[0]}\");"
+            f"font-weight:{font.weight};font-style:{font.style};font-display:block}}")
+
+
+def _block_css(index: int, b: TextBlock) -> str:
+    x, y, w, h = b.box
+    return (f"#b{index}{{left:{x}px;top:{y}px;width:{w}px;height:{h}px;"
+            f"justify-content:{_JUSTIFY[b.valign]};font-family:{css_string(b.font_family)},{FALLBACK_FONTS};"
+            f"font-size:{b.font_size_px}px;line-height:{b.line_height:.6g};color:{b.color};"
+            f"font-weight:{b.font_weight};font-style:{b.font_style};text-align:{b.align}}}")
+
+
+def build_document(blocks: Sequence[TextBlock], size: tuple[int, int], fonts: Sequence[FontFile]) -> str:
+    """The HTML of one page's text layer: transparent body, one box per block, text escaped."""
+    w, h = size
+    css = [_font_face_css(i, f) for i, f in enumerate(fonts)]
+    css.append(f"html,body{{margin:0;padding:0;background:transparent;width:{w}px;height:{h}px;overflow:hidden}}")
+    css.append(".box{position:absolute;display:flex;flex-direction:column;overflow:hidden;box-sizing:border-box}")
+    css.append(".t{flex:none;margin:0;white-space:pre-wrap;overflow-wrap:anywhere;unicode-bidi:plaintext}")
+    css += [_block_css(i, b) for i, b in enumerate(blocks)]
+    body = "".join(f'<div class="box" id="b{i}"><div class="t" dir="auto">{html.escape(b.text, quote=True)}</div></div>'
+                   for i, b in enumerate(blocks))
+    return ('<!DOCTYPE html><html><head><meta charset="utf-8"><style>' + "\n".join(css)
+            + f"</style></head><body>{body}</body></html>")
+
+
+# Runs in the page through Playwright (not as a page script): waits for the fonts, then
+# binary-searches each box's font size and leaves the box at the size found.
+_FIT_JS = """async (limits) => {
+  const boxes = [...document.querySelectorAll('.box')];
+  document.body.getBoundingClientRect();
+  await Promise.allSettled(boxes.map(box => {
+    const cs = getComputedStyle(box.firstElementChild);
+    return document.fonts.load(`${cs.fontStyle} ${cs.fontWeight} 16px ${cs.fontFamily}`,
+                               box.firstElementChild.textContent || ' ');
+  }));
+  await document.fonts.ready;
+  const failed = [...document.fonts].filter(f => f.status === 'error').map(f => f.family);
+  const sizes = boxes.map((box, i) => {
+    const t = box.firstElementChild, [size, floor] = limits[i];
+    const fits = s => {
+      box.style.fontSize = s + 'px';
+      return t.getBoundingClientRect().height <= box.clientHeight + 0.01 && t.scrollWidth <= t.clientWidth;
+    };
+    if (fits(size)) return size;
+    let lo = floor, hi = size;
+    for (let k = 0; k < 10; k++) { const mid = (lo + hi) / 2; if (fits(mid)) lo = mid; else hi = mid; }
+    fits(lo);
+    return lo;
+  });
+  return {sizes, failed};
+}"""
+
+
+def union_region(boxes: Sequence[tuple[int, int, int, int]], size: tuple[int, int]) -> tuple[int, int, int, int] | None:
+    """The rectangle (x0, y0, x1, y1) around all boxes, clipped to the page; None if it is empty.
+
+    One screenshot of the union is faster than one per box (each costs ~40 ms on its own) and
+    composites every pixel exactly once, even where boxes overlap.
+    """
+    x0 = max(min(b[0] for b in boxes), 0)
+    y0 = max(min(b[1] for b in boxes), 0)
+    x1 = min(max(b[0] + b[2] for b in boxes), size[0])
+    y1 = min(max(b[1] + b[3] for b in boxes), size[1])
+    return (x0, y0, x1, y1) if x0 < x1 and y0 < y1 else None
+
+
+class TextRenderer:
+    """One headless Chromium for many pages. Use as a context manager.
+
+    Playwright's sync API allows one running instance per thread, so open one renderer at a time.
+    """
+
+    def __init__(self, fonts: Sequence[FontFile], executable_path: str | None = None) -> None:
+        self.fonts = list(fonts)
+        self.executable_path = executable_path
+        self.served_requests: list[str] = []     # URLs answered from memory
+        self.blocked_requests: list[str] = []    # URLs aborted: anything else the page asked for
+        self._resources = {_font_url(i, f): (font_kind(f.data)[1], f.data) for i, f in enumerate(self.fonts)}
+        self._pages_loaded = 0
+        self._viewport: tuple[int, int] | None = None
+        self._playwright: Any = None
+        self._browser: Any = None
+        self._page: Any = None
+
+    def __enter__(self) -> "TextRenderer":
+        from playwright.sync_api import sync_playwright
+
+        exe = self.executable_path if self.executable_path is not None else find_chromium()
+        self._playwright = sync_playwright().start()
+        try:
+            self._browser = self._playwright.chromium.launch(executable_path=exe, headless=True, args=LAUNCH_ARGS)
+            context = self._browser.new_context(java_script_enabled=False, device_scale_factor=1,
+                                                service_workers="block", viewport={"width": 64, "height": 64})
+            context.route("**/*", self._handle_route)
+            self._page = context.new_page()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._browser is not None:
+            self._browser.close()
+        if self._playwright is not None:
+            self._playwright.stop()
+        self._playwright = self._browser = self._page = None
+        self._viewport = None
+
+    def _handle_route(self, route: Any) -> None:
+        url = route.request.url
+        if url in self._resources:
+            mime, body = self._resources[url]
+            self.served_requests.append(url)
+            route.fulfill(status=200, content_type=mime, body=body)
+        else:
+            self.blocked_requests.append(url)
+            route.abort("blockedbyclient")
+
+    def _layout(self, blocks: Sequence[TextBlock], size: tuple[int, int]) -> list[float]:
+        """Load the page's text layer at `size`, shrink every block to fit; the sizes used."""
+        if self._page is None:
+            raise RuntimeError("TextRenderer must be used as a context manager ('with TextRenderer(...) as r').")
+        if self._viewport != size:
+            self._page.set_viewport_size({"width": size[0], "height": size[1]})
+            self._viewport = size
+        self._pages_loaded += 1
+        url = f"{ORIGIN}/page/{self._pages_loaded}.html"
+        document = build_document(blocks, size, self.fonts).encode("utf-8", "replace")
+        self._resources[url] = ("text/html; charset=utf-8", document)
+        try:
+            self._page.goto(url, wait_until="load")
+        finally:
+            del self._resources[url]
+        result = self._page.evaluate(_FIT_JS, [[b.font_size_px, b.min_font_size] for b in blocks])
+        if result["failed"]:
+            raise RuntimeError(f"Chromium could not load the font(s) {sorted(set(result['failed']))}.")
+        return [float(s) for s in result["sizes"]]
+
+    def fit(self, blocks: Sequence[TextBlock]) -> list[float]:
+        """The font size each block gets after shrink-to-fit."""
+        if not blocks:
+            return []
+        size = (max(1, *(b.box[0] + b.box[2] for b in blocks)), max(1, *(b.box[1] + b.box[3] for b in blocks)))
+        return self._layout(blocks, size)
+
+    def render(self, page: Image.Image, blocks: Sequence[TextBlock]) -> Image.Image:
+        """A new RGB image: `page` with the blocks' text composited on it."""
+        out = page.convert("RGB")
+        if not blocks:
+            return out
+        self._layout(blocks, page.size)
+        region = union_region([b.box for b in blocks], page.size)
+        if region is not None:
+            x0, y0, x1, y1 = region
+            png = self._page.screenshot(type="png", omit_background=True, animations="disabled",
+                                        clip={"x": x0, "y": y0, "width": x1 - x0, "height": y1 - y0})
+            with Image.open(BytesIO(png)) as layer:
+                patch = out.crop(region).convert("RGBA")
+                patch.alpha_composite(layer.convert("RGBA"))
+            out.paste(patch.convert("RGB"), (x0, y0))
+        return out

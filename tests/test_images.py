@@ -1,0 +1,101 @@
+"""Safe image loading: whatever a phone sends, upright 8-bit RGB or one clear error."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from steps.errors import InputError
+from steps.images import MAX_PIXELS, encode_png, load_page, load_photo, photo_ext
+from tests.conftest import DEMO_PHOTO, png_bytes
+
+
+@pytest.fixture(scope="module")
+def photo() -> Image.Image:
+    return Image.open(DEMO_PHOTO).convert("RGB")
+
+
+def test_jpeg(photo):
+    array = load_photo(DEMO_PHOTO.read_bytes())
+    assert array.shape == (photo.height, photo.width, 3) and array.dtype == np.uint8
+
+
+def test_exif_rotation_is_applied(photo):
+    wide = photo.resize((400, 300))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display"
+    array = load_photo(png_bytes(wide, format="JPEG", exif=exif.tobytes()))
+    assert array.shape[:2] == (400, 300)
+
+
+def test_webp_and_heic(photo):
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+    for fmt, ext in (("WEBP", "webp"), ("HEIF", "heic")):
+        data = png_bytes(photo, format=fmt, quality=90)
+        assert photo_ext(data) == ext
+        assert load_photo(data).shape == (photo.height, photo.width, 3)
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "P", "RGBA", "CMYK", "I;16"])
+def test_modes_become_rgb(photo, mode):
+    if mode == "I;16":
+        src = Image.fromarray((np.asarray(photo.convert("L"), dtype=np.uint16) * 257))
+        assert src.mode.startswith("I;16")
+    else:
+        src = photo.convert(mode)
+    fmt = "JPEG" if mode == "CMYK" else "PNG"
+    array = load_photo(png_bytes(src, format=fmt))
+    assert array.shape == (photo.height, photo.width, 3) and array.dtype == np.uint8
+    assert 40 < array.mean() < 220  # not black, not white: the scale was kept
+
+
+@pytest.mark.parametrize("data,reason", [
+    (b"hello, this is not an image", "bad_image"),
+    (b"%PDF-1.4 fake", "bad_image"),
+])
+def test_not_an_image(data, reason):
+    with pytest.raises(InputError) as e:
+        load_photo(data)
+    assert e.value.reason == reason
+
+
+def test_truncated_jpeg():
+    data = DEMO_PHOTO.read_bytes()
+    with pytest.raises(InputError) as e:
+        load_photo(data[: len(data) // 2])
+    assert "truncated" in e.value.message
+
+
+def test_tiny_image():
+    with pytest.raises(InputError) as e:
+        load_photo(png_bytes(Image.new("RGB", (1, 1))))
+    assert e.value.reason == "photo_too_small"
+
+
+def test_decompression_bomb():
+    side = int((MAX_PIXELS * 1.2) ** 0.5)
+    bomb = png_bytes(Image.new("1", (side, side)))  # a few KB on disk, 60 MP when decoded
+    assert len(bomb) < 200_000
+    with pytest.raises(InputError) as e:
+        load_photo(bomb)
+    assert e.value.reason == "image_too_large"
+
+
+def test_gif_is_refused():
+    with pytest.raises(InputError) as e:
+        load_photo(png_bytes(Image.new("RGB", (100, 100)), format="GIF"))
+    assert "GIF" in e.value.message
+
+
+def test_load_page_resizes_and_png_carries_dpi(photo):
+    page = load_page(png_bytes(photo), (300, 200))
+    assert page.size == (300, 200) and page.mode == "RGB"
+    again = Image.open(io.BytesIO(encode_png(page, 300)))
+    assert again.size == (300, 200)
+    assert tuple(round(v) for v in again.info["dpi"]) == (300, 300)
+    assert np.array_equal(np.asarray(again), np.asarray(page))  # lossless

@@ -1,0 +1,103 @@
+"""The book manifest: everything a designer can get wrong is found at load time."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from steps.errors import InputError
+from steps.manifest import fill, load_book
+from tests.conftest import DEMO
+
+
+def test_demo_book_is_valid():
+    loaded = load_book(str(DEMO / "book"))
+    book = loaded.book
+    assert book.id == "forest-friends"
+    assert len(book.pages) >= 8
+    assert book.prepay_pages == [1, 2, 3]
+    assert any(p.needs_face_swap for p in book.pages)
+    assert any(not p.needs_face_swap for p in book.pages)
+    assert sum(bool(p.text_layers) for p in book.pages) > len(book.pages) / 2
+
+
+def test_stage_pages(book):
+    b = load_book(str(book)).book
+    assert b.stage_pages("prepay") == [1, 2]
+    assert b.stage_pages("postpay") == [3, 4]
+    assert b.stage_pages("full") == [1, 2, 3, 4]
+
+
+def test_fill_substitutes_only_the_three_variables():
+    child = {"child_name": "Олена", "child_age": "5", "child_gender": "girl"}
+    assert fill("{child_name} ({child_age}) {{literal}}", child) == "Олена (5) {literal}"
+
+
+def _break(book, change) -> str:
+    data = yaml.safe_load((book / "book.yaml").read_text())
+    change(data)
+    (book / "book.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(InputError) as e:
+        load_book(str(book))
+    assert e.value.reason == "bad_manifest"
+    return e.value.message
+
+
+def _layer(d, page=0):
+    return d["pages"][page]["text_layers"][0]
+
+
+BROKEN = {
+    "unknown key": (lambda d: d["pages"][0].update(colour="red"), "unknown key 'pages[0].colour'"),
+    "unknown template variable": (lambda d: _layer(d).update(text="Hi {child_nam}"), "{child_nam}"),
+    "attribute access in template": (lambda d: _layer(d).update(text="{child_name.upper}"), "child_name.upper"),
+    "format spec in template": (lambda d: _layer(d).update(text="{child_name:>40}"), "format"),
+    "duplicate pages": (lambda d: d["pages"][1].update(num=1), "page number 1 appears more than once"),
+    "prepay page that does not exist": (lambda d: d.update(prepay_pages=[1, 9]), "prepay page 9"),
+    "box outside the page": (lambda d: _layer(d).update(box=[800, 10, 200, 50]), "reaches outside"),
+    "face page without slot": (lambda d: d["pages"][0].pop("face"), "no face slot"),
+    "slot outside the page": (lambda d: d["pages"][0]["face"].update(right_eye=[5000, 10]), "outside"),
+    "bad slug": (lambda d: d.update(id="Forest Friends"), "id"),
+    "missing title": (lambda d: d.pop("title"), "title is missing"),
+    "font not in the book": (lambda d: _layer(d)["style"].update(font_family="Comic"), "not one of the book's fonts"),
+    "bad colour": (lambda d: _layer(d)["style"].update(color="red; background: url(x)"), "color"),
+    "missing base image": (lambda d: d["pages"][1].update(base="pages/nope.png"), "does not exist"),
+    "missing font file": (lambda d: d["fonts"][0].update(src="fonts/nope.ttf"), "does not exist"),
+    "path escaping the book": (lambda d: d["pages"][1].update(base="../secret.png"), "inside the book"),
+    "no pages": (lambda d: d.update(pages=[]), "pages"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_broken_manifest_is_one_clear_sentence(book, case):
+    change, expected = BROKEN[case]
+    message = _break(book, change)
+    assert expected in message
+    assert message.count("\n") == 0 and message.endswith(".")
+
+
+def test_yaml_syntax_error_names_the_line(book):
+    (book / "book.yaml").write_text("id: x\ntitle: [unclosed\npages: 1\n")
+    with pytest.raises(InputError) as e:
+        load_book(str(book))
+    assert "line" in e.value.message and "YAML" in e.value.message
+
+
+def test_missing_manifest(tmp_path):
+    with pytest.raises(InputError) as e:
+        load_book(str(tmp_path))
+    assert "No book.yaml" in e.value.message
+
+
+def test_book_from_s3_prefix(book, bucket):
+    import boto3
+
+    s3 = boto3.client("s3")
+    for path in book.rglob("*"):
+        if path.is_file():
+            s3.put_object(Bucket=bucket, Key=f"books/test/{path.relative_to(book).as_posix()}",
+                          Body=path.read_bytes())
+    loaded = load_book(f"s3://{bucket}/books/test")
+    assert loaded.book.id == "test-landscape"
+    assert loaded.read("pages/p1.png")[:8] == b"\x89PNG\r\n\x1a\n"
+    assert loaded.read(f"s3://{bucket}/books/test/pages/p2.png")[:4] == b"\x89PNG"
