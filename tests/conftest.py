@@ -122,10 +122,11 @@ def _free_port() -> int:
 def s3_endpoint():
     """A moto S3 server on loopback; the AWS environment points at it for the whole session."""
     port = _free_port()
-    server = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or shutil.which("moto_server")
-    if server is None:
-        pytest.fail("moto_server is not installed: run `make setup` (installs moto[server]).")
-    proc = subprocess.Popen([server, "-H", "127.0.0.1", "-p", str(port)],
+    try:
+        import moto.server  # noqa: F401
+    except ImportError:
+        pytest.fail("moto[server] is not installed: run `make setup`.")
+    proc = subprocess.Popen([sys.executable, "-m", "tests.s3_server", str(port)], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     for _ in range(100):
