@@ -40,3 +40,6 @@ test-fast: setup ## Run the tests without the end-to-end pipeline runs
 
 clean: ## Remove the venv, caches and the local store
 	rm -rf $(VENV) bookjob-store .pytest_cache build *.egg-info
+
+templates: setup ## Compile the pipeline into argo-templates/ (Hera)
+	$(VENV)/bin/bookjob templates

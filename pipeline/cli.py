@@ -203,6 +203,24 @@ def demo(
         as_json=as_json)
 
 
+@app.command()
+def templates(
+    out: Annotated[Path, typer.Option(help="Folder for the WorkflowTemplate YAML.")] = Path("argo-templates"),
+    check: Annotated[bool, typer.Option(help="Only report whether OUT is up to date (exit 1 if not).")] = False,
+) -> None:
+    """Compile the pipeline into Argo WorkflowTemplates (argo-templates/)."""
+    from pipeline.argo import TEMPLATE_NAME, to_yaml, write_templates
+
+    if check:
+        path = out / f"{TEMPLATE_NAME}.yaml"
+        if not path.is_file() or path.read_text() != to_yaml():
+            _exit(EXIT_FAILURE, f"{path} is out of date: run `bookjob templates`")
+        typer.echo(f"{path} is up to date")
+        return
+    for path in write_templates(out):
+        typer.echo(f"wrote {path}")
+
+
 def main() -> None:  # pragma: no cover - `python -m pipeline.cli`
     sys.exit(app())
 

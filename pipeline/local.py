@@ -19,9 +19,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.spec import PASSES, Step, steps_for
+from pipeline.spec import ON_EXIT, PASSES, Step, steps_for
 from steps.errors import EXIT_INPUT
-from steps.job import Status, mark_failed, read_job
+from steps.job import JobNotFound, read_job
 from steps.runner import TIMING_PREFIX
 from steps.store import Store, log_key
 
@@ -39,6 +39,7 @@ class StepRun:
     work_s: float | None
     exit_code: int
     attempts: int
+    command: list[str]
 
     @property
     def label(self) -> str:
@@ -77,7 +78,7 @@ class LocalEngine:
         return self.runs
 
     def _run_pass(self, pass_stage: str, scratch: Path) -> None:
-        values = {**self.params, "pass_stage": pass_stage,
+        values = {**self.params, "pass_stage": pass_stage, "export_dir": "",
                   "chunks_file": str(scratch / f"{pass_stage}-chunks.json")}
         ordered = steps_for(pass_stage)
         chain = [s for s in ordered if s.per_chunk]
@@ -109,7 +110,7 @@ class LocalEngine:
             self.progress(f"  ! {step.name} exited {done.returncode}, retrying ({attempt}/{step.retries})")
             time.sleep(self.retry_delay_s * 2 ** (attempt - 1))
         run = StepRun(values["pass_stage"], step.name, chunk, time.perf_counter() - started,
-                      _work_seconds(done.stderr), done.returncode, attempt)
+                      _work_seconds(done.stderr), done.returncode, attempt, command)
         self.runs.append(run)
         self.store.write(log_key(values["job_id"], name), (done.stdout + done.stderr).encode())
         if done.returncode == 0:
@@ -119,16 +120,17 @@ class LocalEngine:
         raise StepFailed(run, self._fail(step, run, log_key(values["job_id"], name)))
 
     def _fail(self, step: Step, run: StepRun, log: str) -> str:
-        """The job's error message, marking the job failed if the step could not."""
-        job_id = self.params["job_id"]
+        """Run the on-exit step as Argo would, then return the job's error message."""
+        failures = json.dumps([{"displayName": run.label, "templateName": step.name.replace("_", "-"),
+                                "phase": "Failed", "message": f"Error (exit code {run.exit_code})"}])
+        values = {**self.params, "workflow_status": "Failed", "failures": failures}
+        command = [sys.executable, "-m", ON_EXIT.module, *ON_EXIT.argv(values)]
+        done = subprocess.run(command, capture_output=True, text=True)
+        self.store.write(log_key(self.params["job_id"], "on_exit"), (done.stdout + done.stderr).encode())
         try:
-            record = read_job(self.store, job_id)
-        except Exception:  # noqa: BLE001 - no record (e.g. a bad job id): nothing to mark
-            return f"step {step.name} failed with exit code {run.exit_code}; see {log}"
-        failed = (Status.ANALYSIS_FAILED, Status.GENERATION_FAILED)
-        if run.exit_code == EXIT_INPUT and record.status in failed and record.error:
+            record = read_job(self.store, self.params["job_id"])
+        except JobNotFound:
+            record = None
+        if record is not None and record.error is not None:
             return record.error.message
-        message = (f"Step {step.name} failed with exit code {run.exit_code} after "
-                   f"{run.attempts} attempt(s); see {log} in the store.")
-        mark_failed(self.store, job_id, step.name, f"exit_{run.exit_code}", message)
-        return message
+        return f"step {step.name} failed with exit code {run.exit_code}; see {log} in the store"

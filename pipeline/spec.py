@@ -30,7 +30,7 @@ PARAMETERS: dict[str, str] = {
     "face_backend": "classic",
 }
 # Placeholders filled by the engine while it runs, not by the user.
-RUNTIME = {"pass_stage", "pages", "chunks_file"}
+RUNTIME = {"pass_stage", "pages", "chunks_file", "export_dir", "workflow_status", "failures"}
 
 PASSES = {"prepay": ("prepay",), "postpay": ("postpay",), "full": ("prepay", "postpay")}
 
@@ -80,11 +80,11 @@ PIPELINE: tuple[Step, ...] = (
         depends=("plan",), per_chunk=True,
         reads=("jobs/{job_id}/job.json", "{photo_key}"),
         writes=(PAGES + "page_XX_bg.png",)),
-    Step("render", "cpu", COMMON + ("--pages", "{pages}"),
+    Step("render", "cpu", COMMON + ("--pages", "{pages}", "--export", "{export_dir}"),
          depends=("backgrounds",), per_chunk=True,
          reads=(PAGES + "page_XX_bg.png",),
          writes=(PAGES + "page_XX.png",)),
-    Step("assemble", "cpu", COMMON + ("--stage", "{pass_stage}"),
+    Step("assemble", "cpu", COMMON + ("--stage", "{pass_stage}", "--export", "{export_dir}"),
          depends=("render",),
          reads=(PAGES,),
          writes=("layout/{job_id}/preview.pdf", "layout/{job_id}/book.pdf")),
@@ -93,6 +93,14 @@ PIPELINE: tuple[Step, ...] = (
          reads=("jobs/{job_id}/job.json",),
          writes=("jobs/{job_id}/job.json",)),
 )
+
+
+# Runs when a job ends (Argo's onExit; the local engine after a failed step): a job that did
+# not succeed is marked analysis_failed / generation_failed with the failing step and reason.
+ON_EXIT = Step("on_exit", "cpu", (
+    "--store", "{store}", "--job-id", "{job_id}", "--workflow-status", "{workflow_status}",
+    "--failures", "{failures}"),
+    passes=(), reads=("jobs/{job_id}/job.json",), writes=("jobs/{job_id}/job.json",))
 
 
 def steps_for(pass_stage: str) -> list[Step]:

@@ -84,9 +84,19 @@ def start_job(store: Store, args) -> JobRecord:
     return update_job(store, args.job_id, lambda record: record.move_to(Status.ANALYZING))
 
 
+def find_photo(store: Store, job_id: str) -> str:
+    """The uploaded photo's key when none was given (``argo submit -p job-id=…`` alone)."""
+    found = store.list(f"uploads/{job_id}/")
+    if len(found) != 1:
+        raise InputError("missing_photo", f"Expected one photo under uploads/{job_id}/ in the store, "
+                                          f"found {len(found)}; upload the photo or pass photo-key.")
+    return found[0]
+
+
 def work(args) -> None:
     validate_job_id(args.job_id)
     store = open_store(args.store)
+    args.photo_key = args.photo_key or find_photo(store, args.job_id)
     start_job(store, args)
     validate_name(args.name)
     parse_age(args.age)
@@ -111,7 +121,8 @@ def work(args) -> None:
 def main() -> None:
     p = runner.parser("analyze", __doc__.splitlines()[0])
     p.add_argument("--book", required=True)
-    p.add_argument("--photo-key", required=True)
+    p.add_argument("--photo-key", default="",
+                   help="store key of the photo (default: the one under uploads/{job_id}/)")
     p.add_argument("--name", required=True)
     p.add_argument("--age", required=True)
     p.add_argument("--gender", default="unspecified")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 from steps.job import Artifact, JobRecord, update_job
 from steps.store import Store
@@ -22,3 +23,13 @@ def record(store: Store, job_id: str, artifacts: list[Artifact]) -> JobRecord:
             job.add_artifact(artifact)
 
     return update_job(store, job_id, add)
+
+
+def export(directory: str, artifacts: list[Artifact], store: Store) -> None:
+    """Also copy outputs to a local folder (``--export``), where Argo picks them up as
+    artifacts the UI previews. An empty ``directory`` means no export."""
+    if not directory:
+        return
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    for artifact in artifacts:
+        (Path(directory) / Path(artifact.key).name).write_bytes(store.read(artifact.key))

@@ -73,12 +73,14 @@ def work(args) -> None:
         pdf = make_pdf(page_pngs(store, args.job_id, pages), book)
         made = artifacts.put(store, book_key(args.job_id), pdf, "book_pdf")
     artifacts.record(store, args.job_id, [made])
+    artifacts.export(args.export, [made], store)
 
 
 def main() -> None:
     p = runner.parser("assemble", __doc__.splitlines()[0])
     p.add_argument("--book", required=True)
     p.add_argument("--stage", choices=["prepay", "postpay"], required=True)
+    p.add_argument("--export", default="", help="also copy the PDF to this folder")
     runner.run("assemble", p.parse_args(), work)
 
 

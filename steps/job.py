@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from steps import notify
 from steps.errors import InputError
 from steps.store import Store, job_key
 
@@ -80,6 +81,8 @@ class JobError(BaseModel):
 
 class GenerationRetry(BaseModel):
     randomize_seed: bool = False
+    # The seed each face page was generated with, by page number ("5": 1234), as last used.
+    seeds: dict[str, int] = Field(default_factory=dict)
 
 
 class JobRecord(BaseModel):
@@ -152,7 +155,11 @@ def job_exists(store: Store, job_id: str) -> bool:
 def create_job(store: Store, record: JobRecord) -> bool:
     """Write a new record; False if a record with that id already exists."""
     record.status_history = [StatusChange(status=record.status, at=now())]
-    return store.write_if(job_key(record.job_id), _dump(record), None)
+    body = _dump(record)
+    created = store.write_if(job_key(record.job_id), body, None)
+    if created:
+        notify.status_changed(body)
+    return created
 
 
 def update_job(store: Store, job_id: str, change: Callable[[JobRecord], None],
@@ -165,9 +172,13 @@ def update_job(store: Store, job_id: str, change: Callable[[JobRecord], None],
             raise JobNotFound(f"no job {job_id!r} in {store.uri}")
         data, version = current
         record = JobRecord.model_validate_json(data)
+        before = record.status, len(record.status_history)
         change(record)
         record.updated_at = now()
-        if store.write_if(key, _dump(record), version):
+        body = _dump(record)
+        if store.write_if(key, body, version):
+            if (record.status, len(record.status_history)) != before:
+                notify.status_changed(body)
             return record
         time.sleep(random.uniform(0, min(0.2, 0.002 * 2 ** min(attempt, 7))))
     raise RuntimeError(f"job {job_id}: gave up after {attempts} conflicting updates")

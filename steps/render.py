@@ -60,13 +60,16 @@ def work(args) -> None:
     store = open_store(args.store)
     loaded = load_book(args.book)
     pages = runner.parse_pages(args.pages)
-    artifacts.record(store, args.job_id, render_pages(store, args.job_id, loaded, pages))
+    made = render_pages(store, args.job_id, loaded, pages)
+    artifacts.record(store, args.job_id, made)
+    artifacts.export(args.export, made, store)
 
 
 def main() -> None:
     p = runner.parser("render", __doc__.splitlines()[0])
     p.add_argument("--book", required=True)
     p.add_argument("--pages", required=True, help="page numbers of the chunk, e.g. 1,2,3")
+    p.add_argument("--export", default="", help="also copy the pages to this folder")
     runner.run("render", p.parse_args(), work)
 
 
