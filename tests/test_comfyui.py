@@ -1,0 +1,378 @@
+"""The ``comfyui`` face backend against a ComfyUI test double over real HTTP and websocket:
+uploads, graph contents, seeds, one connection per chunk, error mapping, timeouts, readiness,
+and a whole book through ``bookjob run`` with both production backends."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+try:
+    from tests.comfyui_double import ComfyUIDouble, seed_color
+except ImportError as e:  # aiohttp missing: say how to get it, never skip
+    raise ImportError(f"the ComfyUI test double needs aiohttp ({e}): run `make setup`") from e
+
+from steps import comfyui
+from steps.analyze import analyze_heuristic
+from steps.backgrounds import make_backgrounds, page_seed
+from steps.comfyui import (ComfyUIClient, ComfyUIError, ComfyUIFaceTransfer, ComfyUITimeout,
+                           load_workflow, node_ids, slot_region, wait_ready)
+from steps.errors import InputError
+from steps.images import load_page, load_photo
+from steps.job import JobRecord, Status, create_job, read_job, update_job
+from steps.manifest import load_book
+from steps.store import LocalStore, upload_key
+from tests.conftest import make_book
+from tests.tiny_qwen import tiny_qwen  # noqa: F401 - the session fixture
+
+JOB = "cf-1"
+PROMPTS = {1: ("child in a sunny forest, watercolor", "blurry, deformed"),
+           3: ("child on a hill at dusk", "extra fingers")}
+
+
+@pytest.fixture(scope="module")
+def server():
+    double = ComfyUIDouble()
+    double.start()
+    yield double
+    double.stop()
+
+
+@pytest.fixture
+def comfy(server) -> ComfyUIDouble:
+    server.reset()
+    return server
+
+
+@pytest.fixture
+def prompted_book(tmp_path) -> Path:
+    """The test book with scene prompts on its face pages (1 and 3)."""
+    book = make_book(tmp_path / "book")
+    manifest = yaml.safe_load((book / "book.yaml").read_text())
+    for page in manifest["pages"]:
+        if page["num"] in PROMPTS:
+            page["prompt"], page["negative_prompt"] = PROMPTS[page["num"]]
+    (book / "book.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+    return book
+
+
+def new_job(tmp_path: Path, book: Path, portrait: Path, *, randomize: bool = False,
+            job_id: str = JOB) -> LocalStore:
+    """A job that has been analysed (heuristic) and planned, in a local store."""
+    store = LocalStore(tmp_path / "store")
+    key = upload_key(job_id, "png")
+    store.write(key, portrait.read_bytes())
+    create_job(store, JobRecord(job_id=job_id, book_uri=str(book), photo_key=key,
+                                child_name="Mia", child_age=5, child_gender="girl"))
+    analysis = analyze_heuristic(load_photo(portrait.read_bytes()), "girl")
+
+    def analysed(record: JobRecord) -> None:
+        record.analysis = analysis
+        record.generation_retry.randomize_seed = randomize
+        record.move_to(Status.ANALYZING_COMPLETED)
+        record.move_to(Status.PREPAY_GENERATING)
+
+    update_job(store, job_id, analysed)
+    return store
+
+
+def by_title(graph: dict) -> dict[str, dict]:
+    return {name: graph[nid]["inputs"] for name, nid in node_ids(graph).items()}
+
+
+def pixels(store: LocalStore, key: str) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(store.read(key))).convert("RGB"), dtype=int)
+
+
+def options(url: str, **more) -> dict:
+    return {"url": url, "job_id": JOB, "timeout_s": 10, **more}
+
+
+# ---- a chunk, end to end in process -------------------------------------------------------
+
+
+def test_a_chunk_uses_one_connection_and_sends_the_pages_graphs(comfy, prompted_book, portrait, tmp_path):
+    store = new_job(tmp_path, prompted_book, portrait)
+    loaded = load_book(str(prompted_book))
+    made = make_backgrounds(store, JOB, loaded, [1, 2, 3, 4], "comfyui", options(comfy.url))
+    assert [a.page for a in made] == [1, 2, 3, 4]
+
+    # one websocket, one HTTP keep-alive connection, one readiness check: for the whole chunk
+    assert len(comfy.received.ws_clients) == 1
+    assert len(comfy.received.http_peers) == 1
+    assert comfy.received.system_stats == 1
+    # the child once, then a base crop and a mask per face page
+    assert [u["name"] for u in comfy.received.uploads] == [
+        f"{JOB}-child.png", f"{JOB}-p01-base.png", f"{JOB}-p01-mask.png",
+        f"{JOB}-p03-base.png", f"{JOB}-p03-mask.png"]
+    assert {(u["subfolder"], u["type"], u["overwrite"]) for u in comfy.received.uploads} == {
+        ("bookjob", "input", "true")}
+
+    record = read_job(store, JOB)
+    analysis_prompt = record.analysis["prompt"]
+    assert record.generation_retry.seeds == {"1": page_seed(JOB, 1, False), "3": page_seed(JOB, 3, False)}
+    assert len(comfy.received.prompts) == 2
+    for sent, num in zip(comfy.received.prompts, (1, 3)):
+        assert sent["client_id"] == comfy.received.ws_clients[0]
+        inputs = by_title(sent["prompt"])
+        assert inputs["prompt"]["text"] == f"{PROMPTS[num][0]}, {analysis_prompt}"
+        assert inputs["negative_prompt"]["text"] == PROMPTS[num][1]
+        assert inputs["sampler"]["seed"] == record.generation_retry.seeds[str(num)]
+        assert inputs["child_image"]["image"] == f"bookjob/{JOB}-child.png"
+        assert inputs["base_image"]["image"] == f"bookjob/{JOB}-p{num:02d}-base.png"
+        assert inputs["face_mask"]["image"] == f"bookjob/{JOB}-p{num:02d}-mask.png"
+        assert (inputs["size"]["width"], inputs["size"]["height"]) == (comfyui.GENERATION_PX,) * 2
+        base = Image.open(io.BytesIO(comfy.files[("input", "bookjob", f"{JOB}-p{num:02d}-base.png")]))
+        assert base.size == (comfyui.GENERATION_PX,) * 2
+
+    # the face slot carries the double's seed tint; everything outside the slot's square is the page
+    book = loaded.book
+    for num in (1, 3):
+        page = book.page(num)
+        base = np.asarray(load_page(loaded.read(page.base), book.output.page_size_px), dtype=int)
+        out = pixels(store, f"layout/{JOB}/pages/page_{num:02d}_bg.png")
+        region = slot_region(book.output.page_size_px, (page.face.left_eye, page.face.right_eye))
+        outside = np.ones(out.shape[:2], bool)
+        outside[region.y:region.y + region.side, region.x:region.x + region.side] = False
+        assert np.array_equal(out[outside], base[outside])
+        cx, cy = (round(v) for v in region.center)
+        expected = 0.5 * base[cy, cx] + 0.5 * seed_color(record.generation_retry.seeds[str(num)])
+        assert np.abs(out[cy, cx] - expected).max() <= 4, (out[cy, cx], expected)
+    # a page without a face is the base illustration
+    plain = np.asarray(load_page(loaded.read(book.page(2).base), book.output.page_size_px), dtype=int)
+    assert np.array_equal(pixels(store, f"layout/{JOB}/pages/page_02_bg.png"), plain)
+
+
+def test_seeds_are_fixed_per_job_and_page_unless_randomized(comfy, prompted_book, portrait, tmp_path):
+    loaded = load_book(str(prompted_book))
+    fixed = new_job(tmp_path / "a", prompted_book, portrait)
+    make_backgrounds(fixed, JOB, loaded, [1, 3], "comfyui", options(comfy.url))
+    make_backgrounds(fixed, JOB, loaded, [1, 3], "comfyui", options(comfy.url))
+    first, again = ([by_title(p["prompt"])["sampler"]["seed"] for p in comfy.received.prompts[i:i + 2]]
+                    for i in (0, 2))
+    assert first == again and first[0] != first[1]
+    other_job = page_seed("another-job", 1, False)
+    assert other_job != first[0]
+
+    comfy.reset()
+    randomized = new_job(tmp_path / "b", prompted_book, portrait, randomize=True)
+    make_backgrounds(randomized, JOB, loaded, [1, 3], "comfyui", options(comfy.url))
+    seeds_1 = read_job(randomized, JOB).generation_retry.seeds
+    make_backgrounds(randomized, JOB, loaded, [1, 3], "comfyui", options(comfy.url))
+    seeds_2 = read_job(randomized, JOB).generation_retry.seeds
+    sent = [by_title(p["prompt"])["sampler"]["seed"] for p in comfy.received.prompts]
+    assert sent == [seeds_1["1"], seeds_1["3"], seeds_2["1"], seeds_2["3"]]
+    assert seeds_1 != seeds_2 and first != [seeds_1["1"], seeds_1["3"]]
+    # and the recorded seed is what made the page: a re-run with the other seed differs
+    assert len({seeds_1["1"], seeds_2["1"], first[0]}) == 3
+
+
+def test_classic_backend_records_seeds_and_ignores_them(prompted_book, portrait, tmp_path):
+    loaded = load_book(str(prompted_book))
+    a = new_job(tmp_path / "a", prompted_book, portrait)
+    b = new_job(tmp_path / "b", prompted_book, portrait, randomize=True)
+    made_a = make_backgrounds(a, JOB, loaded, [1, 3], "classic")
+    made_b = make_backgrounds(b, JOB, loaded, [1, 3], "classic")
+    assert [m.sha256 for m in made_a] == [m.sha256 for m in made_b]
+    assert read_job(a, JOB).generation_retry.seeds == {"1": page_seed(JOB, 1, False),
+                                                       "3": page_seed(JOB, 3, False)}
+    assert set(read_job(b, JOB).generation_retry.seeds) == {"1", "3"}
+    assert read_job(b, JOB).generation_retry.seeds != read_job(a, JOB).generation_retry.seeds
+
+
+# ---- error mapping ----------------------------------------------------------------------
+
+
+def transfer(url: str, **kw) -> ComfyUIFaceTransfer:
+    photo = load_photo((Path(__file__).parents[1] / "pipeline/demo/photo.jpg").read_bytes())
+    return ComfyUIFaceTransfer(photo, {}, url=url, job_id=JOB, **{"timeout_s": 10, **kw})
+
+
+def one_page(backend: ComfyUIFaceTransfer, seed: int = 7) -> np.ndarray:
+    from steps.backgrounds import FaceRequest
+
+    page = np.full((300, 400, 3), 180, np.uint8)
+    try:
+        return backend(page, FaceRequest(5, ((170, 120), (230, 120)), "a prompt", "a negative", seed))
+    finally:
+        backend.close()
+
+
+def broken_workflow(tmp_path: Path, change) -> str:
+    graph = load_workflow()
+    change(graph)
+    path = tmp_path / "workflow.json"
+    path.write_text(json.dumps(graph))
+    return str(path)
+
+
+def test_a_graph_comfyui_rejects_is_permanent(comfy, tmp_path):
+    sampler = node_ids(load_workflow())["sampler"]
+    missing = broken_workflow(tmp_path, lambda g: g[sampler]["inputs"].pop("steps"))
+    with pytest.raises(InputError) as caught:
+        one_page(transfer(comfy.url, workflow=missing))
+    assert caught.value.reason == "comfyui_invalid_workflow"
+    assert f"node {sampler} (KSampler): Required input is missing steps" in caught.value.message
+    assert comfy.received.prompts == []
+
+    unknown = broken_workflow(tmp_path, lambda g: g[sampler].update(class_type="KSamplerTurbo"))
+    with pytest.raises(InputError, match="KSamplerTurbo does not exist"):
+        one_page(transfer(comfy.url, workflow=unknown))
+
+
+def test_a_workflow_without_the_named_inputs_is_refused_before_any_request(comfy, tmp_path):
+    seedless = broken_workflow(tmp_path, lambda g: g[node_ids(g)["sampler"]]["inputs"].pop("seed"))
+    with pytest.raises(RuntimeError, match="has no input 'seed'"):
+        transfer(comfy.url, workflow=seedless)
+    assert comfy.received.system_stats == 0
+
+
+def test_execution_errors_bad_inputs_are_permanent_gpu_trouble_is_not(comfy):
+    comfy.execution_error = {"exception_type": "ValueError",
+                             "exception_message": "mask and image sizes differ"}
+    with pytest.raises(InputError) as caught:
+        one_page(transfer(comfy.url))
+    assert caught.value.reason == "comfyui_execution_error"
+    assert "KSampler" in caught.value.message and "mask and image sizes differ" in caught.value.message
+
+    comfy.execution_error = {"exception_type": "torch.OutOfMemoryError",
+                             "exception_message": "CUDA out of memory. Tried to allocate 2.00 GiB"}
+    with pytest.raises(ComfyUIError, match="out of memory") as caught:
+        one_page(transfer(comfy.url))
+    assert not isinstance(caught.value, InputError)
+
+
+def test_server_errors_and_refused_connections_are_transient(comfy):
+    comfy.prompt_status = 500
+    with pytest.raises(ComfyUIError, match="HTTP 500"):
+        one_page(transfer(comfy.url))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}"
+    started = time.monotonic()
+    with pytest.raises(ComfyUIError, match="unreachable"):
+        transfer(closed)
+    assert time.monotonic() - started < 5
+
+
+def test_a_run_that_never_ends_times_out_and_is_cancelled(comfy):
+    comfy.hang = True
+    started = time.monotonic()
+    with pytest.raises(ComfyUITimeout, match="within 0.6 s"):
+        one_page(transfer(comfy.url, timeout_s=0.6))
+    assert time.monotonic() - started < 5
+    prompt_id = comfy.received.prompts[0]["prompt_id"]
+    assert {"queue": {"delete": [prompt_id]}} in comfy.received.cancelled
+    assert {"interrupt": {"prompt_id": prompt_id}} in comfy.received.cancelled
+
+
+def test_a_lost_websocket_falls_back_to_polling_history(comfy):
+    comfy.drop_socket = True
+    out = one_page(transfer(comfy.url))
+    expected = 0.5 * 180 + 0.5 * seed_color(7)
+    assert np.abs(out[140, 200].astype(int) - expected).max() <= 4
+    assert len(comfy.received.ws_clients) == 1  # no reconnect storm: the history answers
+
+
+def test_progress_over_a_slow_run_is_followed_to_the_end(comfy):
+    comfy.step_delay_s = 0.3  # quiet spells longer than the client's poll interval
+    out = one_page(transfer(comfy.url, poll_s=0.1), seed=99)
+    assert np.abs(out[140, 200].astype(int) - (90 + 0.5 * seed_color(99))).max() <= 4
+
+
+def test_bad_urls_are_input_errors():
+    with pytest.raises(InputError, match="not an http"):
+        ComfyUIClient("localhost:8188")
+
+
+def test_wait_ready(comfy):
+    stats = wait_ready(comfy.url, timeout_s=5)
+    assert stats["devices"][0]["type"] == "cuda"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}"
+    started = time.monotonic()
+    with pytest.raises(ComfyUIError, match="not ready within 0.5 s"):
+        wait_ready(closed, timeout_s=0.5, interval_s=0.1)
+    assert time.monotonic() - started < 3
+    done = subprocess.run([sys.executable, "-m", "steps.comfyui", "wait-ready", comfy.url,
+                           "--timeout", "5"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "is ready (cuda:0 double)" in done.stderr
+    done = subprocess.run([sys.executable, "-m", "steps.comfyui", "wait-ready", closed,
+                           "--timeout", "0.3"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and "not ready" in done.stderr
+
+
+# ---- the step program: exit codes ----------------------------------------------------------
+
+
+def backgrounds_step(store: LocalStore, book: Path, url: str, **env) -> subprocess.CompletedProcess:
+    import os
+
+    return subprocess.run(
+        [sys.executable, "-m", "steps.backgrounds", "--store", str(store.root), "--job-id", JOB,
+         "--book", str(book), "--pages", "1,2", "--face-backend", "comfyui", "--comfyui-url", url,
+         "--comfyui-timeout", "1"],
+        capture_output=True, text=True, timeout=120, env={**os.environ, **env})
+
+
+def test_step_exit_codes(comfy, prompted_book, portrait, tmp_path):
+    store = new_job(tmp_path, prompted_book, portrait)
+    comfy.hang = True  # transient: exit 1, the engines retry
+    done = backgrounds_step(store, prompted_book, comfy.url)
+    assert done.returncode == 1 and "ComfyUITimeout" in done.stderr
+    comfy.reset()
+    workflow = broken_workflow(tmp_path, lambda g: g[node_ids(g)["sampler"]]["inputs"].pop("cfg"))
+    done = backgrounds_step(store, prompted_book, comfy.url, BOOKJOB_COMFYUI_WORKFLOW=workflow)
+    assert done.returncode == 3, done.stderr
+    assert "Traceback" not in done.stderr
+    record = read_job(store, JOB)
+    assert record.status.value == "generation_failed"
+    assert record.error.step == "backgrounds" and record.error.reason == "comfyui_invalid_workflow"
+
+
+# ---- a book through the CLI with both production backends ---------------------------------
+
+
+@pytest.mark.slow
+def test_bookjob_run_with_the_production_backends(comfy, tiny_qwen, prompted_book, portrait, tmp_path):
+    store = tmp_path / "store"
+    done = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "run", str(prompted_book), "--photo", str(portrait),
+         "--name", "Mia", "--age", "5", "--gender", "girl", "--job-id", "prod-1", "--stage", "full",
+         "--store", str(store), "--analyzer", "qwen2-vl", "--analyzer-model", str(tiny_qwen),
+         "--face-backend", "comfyui", "--comfyui-url", comfy.url, "--json"],
+        capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr + done.stdout
+    record = json.loads(done.stdout)
+    assert record["status"] == "completed"
+    # the random tiny model answers garbage: the analysis fell back, and says so
+    analysis = record["analysis"]
+    assert analysis["source"] == "heuristic-fallback" and analysis["analyzer_model"] == str(tiny_qwen)
+    assert len(analysis["warnings"]) == 3 and analysis["face_box"]
+    # both face pages went through ComfyUI with their recorded seeds, one connection per chunk
+    seeds = record["generation_retry"]["seeds"]
+    assert set(seeds) == {"1", "3"}
+    sent = {by_title(p["prompt"])["base_image"]["image"]: by_title(p["prompt"])["sampler"]["seed"]
+            for p in comfy.received.prompts}
+    assert sent == {"bookjob/prod-1-p01-base.png": seeds["1"], "bookjob/prod-1-p03-base.png": seeds["3"]}
+    assert len(comfy.received.ws_clients) == 2  # prepay chunk and postpay chunk
+    pages = sorted(a["page"] for a in record["artifacts"] if a["kind"] == "page_png")
+    assert pages == [1, 2, 3, 4]
+    bg = np.asarray(Image.open(store / "layout/prod-1/pages/page_01_bg.png").convert("RGB"), dtype=int)
+    loaded = load_book(str(prompted_book))
+    page = loaded.book.page(1)
+    region = slot_region(loaded.book.output.page_size_px, (page.face.left_eye, page.face.right_eye))
+    cx, cy = (round(v) for v in region.center)
+    base = np.asarray(load_page(loaded.read(page.base), loaded.book.output.page_size_px), dtype=int)
+    assert np.abs(bg[cy, cx] - (0.5 * base[cy, cx] + 0.5 * seed_color(seeds["1"]))).max() <= 4
