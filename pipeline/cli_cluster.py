@@ -1,0 +1,167 @@
+"""``bookjob submit | watch | logs``: book jobs on a cluster running Argo Workflows.
+
+Settings come from flags or, like the argo CLI, from ``ARGO_SERVER``, ``ARGO_TOKEN``,
+``ARGO_NAMESPACE`` (and ``ARGO_SECURE``, ``ARGO_INSECURE_SKIP_VERIFY``); without an Argo
+Server, ``--transport kubernetes`` uses the kubeconfig or the in-cluster service account.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Optional
+
+import typer
+
+from pipeline.cli import (AgeOpt, AnalyzerModelOpt, AnalyzerOpt, BookArg, ChunkOpt, ComfyOpt,
+                          FaceBackendOpt, GenderOpt, JobIdOpt, JsonOpt, NameOpt, NotifyOpt,
+                          PhotoOpt, SeedOpt, Stage, StageOpt, StoreOpt, _exit, _say, _store, app,
+                          backends, prepare_job)
+from pipeline.cluster import ClusterError, ClusterSettings, connect, phase, wait, workflow_manifest
+from steps.errors import EXIT_FAILURE, EXIT_USAGE
+
+ServerOpt = Annotated[Optional[str], typer.Option(
+    "--server", help="Argo Server, e.g. https://argo.example:2746 [env ARGO_SERVER].")]
+TokenOpt = Annotated[Optional[str], typer.Option("--token", help="Bearer token [env ARGO_TOKEN].")]
+NamespaceOpt = Annotated[Optional[str], typer.Option(
+    "--namespace", "-n", help="Namespace of the workflows [env ARGO_NAMESPACE; default: default].")]
+TransportOpt = Annotated[Optional[str], typer.Option(
+    "--transport", help="argo (Argo Server API) or kubernetes (the Kubernetes API directly); "
+                        "default: argo when a server is set.")]
+InsecureOpt = Annotated[bool, typer.Option("--insecure", help="Skip TLS verification.")]
+TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Give up waiting after this many seconds.")]
+PollOpt = Annotated[float, typer.Option("--poll", help="Seconds between status checks.")]
+
+
+def _settings(server, token, namespace, transport, insecure) -> ClusterSettings:
+    if transport not in (None, "argo", "kubernetes"):
+        _exit(EXIT_USAGE, f"--transport must be argo or kubernetes, not {transport!r}")
+    return ClusterSettings.resolve(server, token, namespace, transport, insecure)
+
+
+def _client(settings: ClusterSettings):
+    try:
+        return connect(settings)
+    except ClusterError as e:
+        _exit(EXIT_FAILURE, str(e))
+
+
+def _follow(client, settings: ClusterSettings, name: str, timeout: float, poll: float) -> None:
+    try:
+        workflow = wait(client, name, timeout, poll, report=_say)
+    except TimeoutError as e:
+        _exit(EXIT_FAILURE, f"{e}; it goes on running: `bookjob watch {name}` follows it again")
+    except ClusterError as e:
+        _exit(EXIT_FAILURE, str(e))
+    final = phase(workflow)
+    typer.echo(f"{name}: {final}")
+    if final != "Succeeded":
+        message = (workflow.get("status") or {}).get("message") or "see `bookjob logs`"
+        _exit(EXIT_FAILURE, f"workflow {name} {final.lower()}: {message}")
+
+
+@app.command()
+def submit(
+    book: BookArg,
+    photo: PhotoOpt = None,
+    name: NameOpt = None,
+    age: AgeOpt = None,
+    gender: GenderOpt = None,
+    stage: StageOpt = Stage.prepay,
+    job_id: JobIdOpt = None,
+    store: StoreOpt = None,
+    randomize_seed: SeedOpt = False,
+    pages_per_task: ChunkOpt = 0,
+    analyzer: AnalyzerOpt = None,
+    analyzer_model: AnalyzerModelOpt = None,
+    face_backend: FaceBackendOpt = None,
+    comfyui_url: ComfyOpt = None,
+    notify_url: NotifyOpt = None,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+    namespace: NamespaceOpt = None,
+    transport: TransportOpt = None,
+    insecure: InsecureOpt = False,
+    wait_: Annotated[bool, typer.Option("--wait", help="Follow the workflow until it ends.")] = False,
+    timeout: TimeoutOpt = 3 * 3600,
+    poll: PollOpt = 5.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run a book job on a cluster: upload the photo, create a Workflow from `book-job`."""
+    target = _store(store)
+    if not target.uri.startswith("s3://"):
+        _exit(EXIT_USAGE, "a cluster job needs a store it can reach: --store s3://bucket/prefix "
+                          "(or BOOKJOB_STORE)")
+    if "://" not in book:
+        _exit(EXIT_USAGE, "a cluster job needs a book it can reach: an s3:// or https:// BOOK")
+    settings = _settings(server, token, namespace, transport, insecure)
+    client = _client(settings)
+    params = prepare_job(target, book, photo, name, age, gender, stage, job_id, randomize_seed,
+                         pages_per_task)
+    # Backends left out keep the template's defaults (the GPU backends on a cluster).
+    params |= backends(analyzer, analyzer_model, face_backend, comfyui_url, {})
+    if notify_url:
+        params["notify_url"] = notify_url
+    try:
+        created = client.create(workflow_manifest(params, settings.template))
+    except ClusterError as e:
+        _exit(EXIT_FAILURE, str(e))
+    workflow = created["metadata"]["name"]
+    if as_json:
+        typer.echo(json.dumps({"workflow": workflow, "job_id": params["job_id"],
+                               "namespace": settings.namespace, "ui": settings.ui_url(workflow)}))
+    else:
+        typer.echo(f"workflow {workflow} (job {params['job_id']}) in {settings.namespace}")
+        if settings.ui_url(workflow):
+            typer.echo(f"  {settings.ui_url(workflow)}")
+    if wait_:
+        _follow(client, settings, workflow, timeout, poll)
+
+
+@app.command()
+def watch(
+    workflow: Annotated[str, typer.Argument(help="The workflow's name (as `submit` printed it).")],
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+    namespace: NamespaceOpt = None,
+    transport: TransportOpt = None,
+    insecure: InsecureOpt = False,
+    timeout: TimeoutOpt = 3 * 3600,
+    poll: PollOpt = 5.0,
+) -> None:
+    """Follow a workflow until it ends (Pending while it waits for a GPU is normal)."""
+    settings = _settings(server, token, namespace, transport, insecure)
+    _follow(_client(settings), settings, workflow, timeout, poll)
+
+
+@app.command()
+def logs(
+    workflow: Annotated[str, typer.Argument(help="The workflow's name.")],
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+    namespace: NamespaceOpt = None,
+    transport: TransportOpt = None,
+    insecure: InsecureOpt = False,
+) -> None:
+    """Print the logs of a workflow's step pods."""
+    settings = _settings(server, token, namespace, transport, insecure)
+    try:
+        for pod, line in _client(settings).logs(workflow):
+            typer.echo(f"{pod}: {line}")
+    except ClusterError as e:
+        _exit(EXIT_FAILURE, str(e))
+
+
+def cluster_phases(job_id: str, server, token, namespace, transport, insecure) -> list[dict] | None:
+    """The workflows of a job and their phases, when a cluster is configured; else None."""
+    settings = ClusterSettings.resolve(server, token, namespace, transport, insecure)
+    if transport is None and not settings.server:
+        return None  # no cluster asked for: the store alone answers
+    try:
+        found = connect(settings).find(job_id)
+    except ClusterError as e:
+        _say(f"warning: {e}")
+        return []
+    return [{"workflow": w["metadata"]["name"], "phase": phase(w),
+             "message": (w.get("status") or {}).get("message"),
+             "ui": settings.ui_url(w["metadata"]["name"])}
+            for w in sorted(found, key=lambda w: w["metadata"].get("creationTimestamp") or "")]
