@@ -6,14 +6,19 @@ STAMP := $(VENV)/.setup-done
 # Debian packages the render step and the tests need (Chromium, fonts for Latin, Cyrillic, Arabic).
 DEBS := chromium fonts-noto-core fonts-dejavu-core
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# checkov gets its own venv: its pins (packaging<24, boto3==…) clash with the test tools.
+CHECKOV := checkov==3.3.30
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+REGISTRY ?= ghcr.io/bookjob
+MODEL ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup system-deps demo test test-fast templates clean
+.PHONY: help setup system-deps demo test test-fast templates chart helm-lint images clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-setup: $(STAMP) ## Install everything: Debian's chromium and fonts, a venv with bookjob[render,dev]
+setup: $(STAMP) ## Install everything: Debian's chromium and fonts, a venv with bookjob[render,gpu,dev], checkov
 
 system-deps: ## Install the Debian packages (chromium, fonts) if missing
 	@missing=$$(for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -26,7 +31,9 @@ $(STAMP): pyproject.toml
 	@$(MAKE) --no-print-directory system-deps
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[render,dev]'
+	$(PY) -m pip install -q -e '.[render,gpu,dev]'
+	python3 -m venv $(VENV)/checkov
+	$(VENV)/checkov/bin/pip install -q '$(CHECKOV)'
 	touch $(STAMP)
 
 demo: setup ## Run the demo book (stage full) on the embedded engine into ./bookjob-store
@@ -41,5 +48,23 @@ test-fast: setup ## Run the tests without the end-to-end pipeline runs
 clean: ## Remove the venv, caches and the local store
 	rm -rf $(VENV) bookjob-store .pytest_cache build *.egg-info
 
-templates: setup ## Compile the pipeline into argo-templates/ (Hera)
+templates: setup ## Compile the pipeline into argo-templates/ (Hera) and the chart's template
 	$(VENV)/bin/bookjob templates
+	$(PY) -m pipeline.chart
+
+chart: setup ## Generate the chart's WorkflowTemplate (helm/bookjob/templates/) from pipeline/
+	$(PY) -m pipeline.chart
+
+helm-lint: setup ## Lint the Helm chart with Helm v4 (helm-python-sdk; no helm binary needed)
+	$(PY) scripts/helm.py lint --strict helm/bookjob
+
+images: ## Build the GPU and CPU images with Docker (MODEL=/path/to/Qwen2-VL bakes the weights in)
+	@if ! command -v docker >/dev/null 2>&1 || ! docker info >/dev/null 2>&1; then \
+	  echo "make images: no usable Docker here (no docker command, or no running daemon)."; \
+	  echo "Build on a machine with Docker (BuildKit): see README.md, 'Install on a cluster'."; \
+	  exit 1; \
+	fi
+	docker build -f images/gpu.Dockerfile --build-arg VERSION=$(VERSION) \
+	  $(if $(MODEL),--build-context model=$(MODEL)) -t $(REGISTRY)/bookjob-gpu:$(VERSION) .
+	docker build -f images/cpu.Dockerfile --build-arg VERSION=$(VERSION) \
+	  -t $(REGISTRY)/bookjob-cpu:$(VERSION) .

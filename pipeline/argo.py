@@ -21,9 +21,8 @@ from pathlib import Path
 from hera.workflows import DAG, Container, Parameter, Task, WorkflowTemplate
 from hera.workflows import models as m
 
-from pipeline.spec import ON_EXIT, PARAMETERS, PIPELINE, Step
+from pipeline.spec import ON_EXIT, PARAMETERS, PIPELINE, TEMPLATE_NAME, Step, argo_name
 
-TEMPLATE_NAME = "book-job"
 SCRATCH = "/tmp"
 CHUNKS_FILE = f"{SCRATCH}/chunks.json"
 EXPORT_DIR = f"{SCRATCH}/export"
@@ -47,11 +46,6 @@ CLUSTER_DEFAULTS = {
     "store": "s3://bookjob/data",
 }
 STAGES = ["prepay", "postpay", "full"]
-
-
-def argo_name(name: str) -> str:
-    """Spec names use underscores; Argo parameters and templates use dashes."""
-    return name.replace("_", "-")
 
 
 @dataclass(frozen=True)
@@ -78,6 +72,11 @@ class ArgoSettings:
     artifact_repository_configmap: str = "bookjob-artifact-repository"
     artifact_repository_key: str = "default"
     notify_secret: str = "bookjob-notify"           # Secret with key `secret` (optional)
+    # ComfyUI as a sidecar of the backgrounds pod (it then holds the pod's GPU, and the step
+    # waits for it); "" = no sidecar, the `comfyui-url` parameter names an in-cluster service.
+    comfyui_sidecar_image: str = "ghcr.io/bookjob/comfyui:0.1.0"
+    comfyui_port: int = 8188
+    comfyui_ready_timeout_s: int = 900
     resources: dict[str, Resources] = field(default_factory=lambda: {
         "gpu": Resources("4", "16Gi", "24Gi", gpus=1),
         "cpu": Resources("1", "1536Mi", "3Gi", cpu_limit="2"),
@@ -156,12 +155,32 @@ def _ui_artifact(name: str, path: str, key: str) -> m.Artifact:
                       s3=m.S3Artifact(key=f"bookjob/{{{{workflow.parameters.job-id}}}}/{key}"))
 
 
+def _comfyui_sidecar(settings: ArgoSettings) -> m.UserContainer:
+    return m.UserContainer(
+        name="comfyui", image=settings.comfyui_sidecar_image,
+        image_pull_policy=settings.image_pull_policy,
+        ports=[m.ContainerPort(container_port=settings.comfyui_port, name="http")],
+        env=[m.EnvVar(name="HOME", value=SCRATCH)],
+        resources=_resources(settings.resources["gpu"]),
+        security_context=_security_context(),
+        volume_mounts=[m.VolumeMount(name="scratch", mount_path=SCRATCH)],
+    )
+
+
 def container(step: Step, settings: ArgoSettings) -> Container:
     """The container template of one step."""
     gpu = step.resources == "gpu"
+    sidecar = step.name == "backgrounds" and bool(settings.comfyui_sidecar_image)
     extra: dict = {}
+    env = _env(settings)
+    resources = settings.resources[step.resources]
+    if sidecar:
+        extra["sidecars"] = [_comfyui_sidecar(settings)]
+        env.append(m.EnvVar(name="BOOKJOB_COMFYUI_READY_TIMEOUT",
+                            value=str(settings.comfyui_ready_timeout_s)))
+        resources = settings.resources["cpu"]  # the sidecar holds the GPU
     if gpu:
-        extra = dict(
+        extra.update(
             node_selector=dict(settings.gpu_node_selector),
             tolerations=[m.Toleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")],
             synchronization=m.Synchronization(semaphores=[m.SemaphoreRef(
@@ -175,14 +194,14 @@ def container(step: Step, settings: ArgoSettings) -> Container:
         command=["python", "-m", step.module],
         args=step.argv(_placeholder_values()),
         inputs=_inputs(step),
-        env=_env(settings),
-        resources=_resources(settings.resources[step.resources]),
+        env=env,
+        resources=_resources(resources),
         security_context=_security_context(),
         volume_mounts=[m.VolumeMount(name="scratch", mount_path=SCRATCH)],
         active_deadline_seconds=settings.step_deadline_s[step.name],
         timeout=f"{settings.step_deadline_s[step.name] // 60 + settings.pending_allowance_min}m",
         retry_strategy=_retry(step),
-        labels={"bookjob.io/step": step.name, "bookjob.io/resources": step.resources},
+        labels={"bookjob/step": step.name, "bookjob/resources": step.resources},
         **_outputs(step),
         **extra,
     )
@@ -201,8 +220,8 @@ def _metadata() -> m.WorkflowMetadata:
 
     return m.WorkflowMetadata(
         labels={"app.kubernetes.io/name": "bookjob", "app.kubernetes.io/component": "book-job"},
-        labels_from={"bookjob.io/job-id": label("job-id"), "bookjob.io/book": label("book"),
-                     "bookjob.io/stage": label("stage")},
+        labels_from={"bookjob/job-id": label("job-id"), "bookjob/book": label("book"),
+                     "bookjob/stage": label("stage")},
         annotations={"workflows.argoproj.io/title": f"Book job {job} ({stage})",
                      "workflows.argoproj.io/description": f"Book {book}, stage {stage}, job {job}"},
     )

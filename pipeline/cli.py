@@ -7,6 +7,7 @@ Exit codes: 0 done, 1 other failure, 2 usage, 3 bad input (photo, manifest, name
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sys
 import uuid
@@ -18,10 +19,23 @@ import typer
 
 from steps.errors import EXIT_FAILURE, EXIT_INPUT, EXIT_USAGE, InputError
 from steps.job import JobNotFound, JobRecord, Status, read_job, validate_job_id
-from steps.store import Store, open_store, upload_key
+from steps.store import Store, StoreError, open_store, upload_key
 
-app = typer.Typer(help="Personalised children's books: photo in, print-ready book out.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
+class _App(typer.Typer):
+    """The CLI; a store that cannot be reached is one line and exit 1, not a traceback."""
+
+    def __call__(self, *args, **kwargs):
+        try:
+            return super().__call__(*args, **kwargs)
+        except StoreError as e:
+            typer.echo(f"error: temporary store failure ({e}); run the same command again "
+                       "when the store is reachable.", err=True)
+            sys.exit(EXIT_FAILURE)
+
+
+app = _App(help="Personalised children's books: photo in, print-ready book out.",
+           no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
 DEMO = Path(__file__).parent / "demo"
 DEFAULT_STORE = "./bookjob-store"
@@ -102,25 +116,46 @@ def _print_summary(record: JobRecord, store: Store, runs: list) -> None:
             typer.echo(f"  {artifact.kind}{page}: {location}")
 
 
-@app.command()
-def run(
-    book: Annotated[str, typer.Argument(help="A book folder holding book.yaml, or an s3:// prefix.")],
-    photo: Annotated[Optional[Path], typer.Option(help="The child's photo (JPEG, PNG, WebP, HEIC).",
-                                                  exists=True, dir_okay=False)] = None,
-    name: Annotated[Optional[str], typer.Option(help="The child's name, 1-40 characters.")] = None,
-    age: Annotated[Optional[str], typer.Option(help="The child's age in years, 0-17.")] = None,
-    gender: Annotated[Optional[str], typer.Option(help="girl, boy or unspecified.")] = None,
-    stage: Annotated[Stage, typer.Option(help="prepay, postpay, or full (both).")] = Stage.prepay,
-    job_id: Annotated[Optional[str], typer.Option(help="An existing job, or the id for a new one.")] = None,
-    store: StoreOpt = None,
-    randomize_seed: Annotated[bool, typer.Option(help="New random seeds for generation.")] = False,
-    pages_per_task: Annotated[int, typer.Option(min=0, help="Pages per chunk; 0: one chunk per stage.")] = 0,
-    as_json: JsonOpt = False,
-) -> None:
-    """Run a book job on this machine (the embedded engine)."""
-    from pipeline.local import LocalEngine, StepFailed
+BookArg = Annotated[str, typer.Argument(help="A book folder holding book.yaml, or an s3:// prefix.")]
+PhotoOpt = Annotated[Optional[Path], typer.Option(
+    "--photo", help="The child's photo (JPEG, PNG, WebP, HEIC).", exists=True, dir_okay=False)]
+NameOpt = Annotated[Optional[str], typer.Option("--name", help="The child's name, 1-40 characters.")]
+AgeOpt = Annotated[Optional[str], typer.Option("--age", help="The child's age in years, 0-17.")]
+GenderOpt = Annotated[Optional[str], typer.Option("--gender", help="girl, boy or unspecified.")]
+StageOpt = Annotated[Stage, typer.Option("--stage", help="prepay, postpay, or full (both).")]
+JobIdOpt = Annotated[Optional[str], typer.Option(
+    "--job-id", help="An existing job, or the id for a new one (default: a new UUID).")]
+SeedOpt = Annotated[bool, typer.Option("--randomize-seed", help="New random seeds for generation.")]
+ChunkOpt = Annotated[int, typer.Option(
+    "--pages-per-task", min=0, help="Pages per chunk (one process/pod each); 0: one per stage.")]
+class Analyzer(str, Enum):
+    heuristic = "heuristic"
+    qwen2_vl = "qwen2-vl"
 
-    target = _store(store)
+
+class FaceBackend(str, Enum):
+    classic = "classic"
+    comfyui = "comfyui"
+
+
+AnalyzerOpt = Annotated[Optional[Analyzer], typer.Option(
+    "--analyzer", envvar="BOOKJOB_ANALYZER", help="heuristic (CPU) or qwen2-vl (GPU).")]
+AnalyzerModelOpt = Annotated[Optional[str], typer.Option(
+    "--analyzer-model", envvar="BOOKJOB_ANALYZER_MODEL", help="Local folder of the Qwen2-VL weights.")]
+FaceBackendOpt = Annotated[Optional[FaceBackend], typer.Option(
+    "--face-backend", envvar="BOOKJOB_FACE_BACKEND", help="classic (CPU) or comfyui (GPU).")]
+ComfyOpt = Annotated[Optional[str], typer.Option(
+    "--comfyui-url", envvar="BOOKJOB_COMFYUI_URL", help="The ComfyUI server for --face-backend comfyui.")]
+NotifyOpt = Annotated[Optional[str], typer.Option(
+    "--notify-url", envvar="BOOKJOB_NOTIFY_URL",
+    help="POST the job record here on each status change (signed with $BOOKJOB_NOTIFY_SECRET).")]
+
+
+def prepare_job(target: Store, book: str, photo: Path | None, name: str | None, age: str | None,
+                gender: str | None, stage: Stage, job_id: str | None, randomize_seed: bool,
+                pages_per_task: int) -> dict[str, str]:
+    """Check what the user asked for against the store, upload a new job's photo, and return
+    the pipeline parameters. Usage errors exit 2; a bad job id exits 3."""
     job_id = job_id or str(uuid.uuid4())
     try:
         validate_job_id(job_id)
@@ -145,12 +180,55 @@ def run(
         if missing:
             _exit(EXIT_USAGE, f"a new job needs {', '.join(missing)}")
         photo_key = _upload_photo(target, job_id, photo)
-    book_uri = _book_uri(book)
-    params = {"job_id": job_id, "book": book_uri, "store": target.uri, "photo_key": photo_key,
-              "child_name": name, "child_age": age, "child_gender": gender or "unspecified",
-              "randomize_seed": str(randomize_seed).lower(), "pages_per_task": str(pages_per_task),
-              "analyzer": "heuristic", "face_backend": "classic"}
-    _say(f"job {job_id}: {stage.value} of {book_uri} (store {target.uri})")
+    return {"job_id": job_id, "book": _book_uri(book), "stage": stage.value, "store": target.uri,
+            "photo_key": photo_key, "child_name": name, "child_age": age,
+            "child_gender": gender or "unspecified", "randomize_seed": str(randomize_seed).lower(),
+            "pages_per_task": str(pages_per_task)}
+
+
+def backends(analyzer: str | None, analyzer_model: str | None, face_backend: str | None,
+             comfyui_url: str | None, defaults: dict[str, str]) -> dict[str, str]:
+    """The backend parameters that were given, over ``defaults``."""
+    given = {"analyzer": analyzer and Analyzer(analyzer).value, "analyzer_model": analyzer_model,
+             "face_backend": face_backend and FaceBackend(face_backend).value,
+             "comfyui_url": comfyui_url}
+    return {**defaults, **{k: v for k, v in given.items() if v}}
+
+
+LOCAL_BACKENDS = {"analyzer": "heuristic", "analyzer_model": "", "face_backend": "classic",
+                  "comfyui_url": ""}
+
+
+@app.command()
+def run(
+    book: BookArg,
+    photo: PhotoOpt = None,
+    name: NameOpt = None,
+    age: AgeOpt = None,
+    gender: GenderOpt = None,
+    stage: StageOpt = Stage.prepay,
+    job_id: JobIdOpt = None,
+    store: StoreOpt = None,
+    randomize_seed: SeedOpt = False,
+    pages_per_task: ChunkOpt = 0,
+    analyzer: AnalyzerOpt = None,
+    analyzer_model: AnalyzerModelOpt = None,
+    face_backend: FaceBackendOpt = None,
+    comfyui_url: ComfyOpt = None,
+    notify_url: NotifyOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run a book job on this machine (the embedded engine)."""
+    from pipeline.local import LocalEngine, StepFailed
+
+    target = _store(store)
+    params = prepare_job(target, book, photo, name, age, gender, stage, job_id, randomize_seed,
+                         pages_per_task)
+    params |= backends(analyzer, analyzer_model, face_backend, comfyui_url, LOCAL_BACKENDS)
+    if notify_url:
+        os.environ["BOOKJOB_NOTIFY_URL"] = notify_url  # the steps inherit it
+    job_id = params["job_id"]
+    _say(f"job {job_id}: {stage.value} of {params['book']} (store {target.uri})")
     engine = LocalEngine(target, params, progress=_say)
     code = 0
     try:
@@ -162,6 +240,10 @@ def run(
         final = read_job(target, job_id)
     except JobNotFound:
         raise typer.Exit(code or EXIT_FAILURE) from None
+    except StoreError:
+        if not code:
+            raise
+        raise typer.Exit(code) from None  # the failure was said; the store is down as well
     if as_json:
         typer.echo(final.model_dump_json(indent=2))
     else:
@@ -173,9 +255,16 @@ def run(
 def status(
     job_id: Annotated[str, typer.Argument(help="The job's id.")],
     store: StoreOpt = None,
+    server: Annotated[Optional[str], typer.Option(
+        "--server", help="Also show the job's workflows on this Argo Server [env ARGO_SERVER].")] = None,
+    namespace: Annotated[Optional[str], typer.Option("--namespace", "-n")] = None,
+    transport: Annotated[Optional[str], typer.Option(
+        "--transport", help="argo or kubernetes: also show the job's workflows.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Show a job's status, error and artifacts."""
+    """Show a job's status, error and artifacts (and its workflows, on a cluster)."""
+    from pipeline.cli_cluster import cluster_phases
+
     target = _store(store)
     try:
         validate_job_id(job_id)
@@ -184,12 +273,19 @@ def status(
         _exit(EXIT_USAGE, e.message)
     except JobNotFound as e:
         _exit(EXIT_FAILURE, str(e))
+    workflows = cluster_phases(job_id, server, None, namespace, transport, False)
     if as_json:
-        typer.echo(record.model_dump_json(indent=2))
+        document = json.loads(record.model_dump_json())
+        if workflows is not None:
+            document["workflows"] = workflows
+        typer.echo(json.dumps(document, indent=2, ensure_ascii=False))
         return
     _print_summary(record, target, [])
     for change in record.status_history:
         typer.echo(f"  {change.at}  {change.status.value}")
+    for w in workflows or []:
+        typer.echo(f"  workflow {w['workflow']}: {w['phase']}"
+                   + (f" — {w['message']}" if w["message"] else "") + (f"  {w['ui']}" if w["ui"] else ""))
 
 
 @app.command()
@@ -200,7 +296,8 @@ def demo(
     """Run the bundled demo book with the demo photo, stage full."""
     run(book=str(DEMO / "book"), photo=DEMO / "photo.jpg", name="Mia", age="6", gender="girl",
         stage=Stage.full, job_id=None, store=store, randomize_seed=False, pages_per_task=0,
-        as_json=as_json)
+        analyzer=None, analyzer_model=None, face_backend=None, comfyui_url=None,
+        notify_url=None, as_json=as_json)
 
 
 @app.command()
@@ -221,8 +318,14 @@ def templates(
         typer.echo(f"wrote {path}")
 
 
+from pipeline import cli_cluster  # noqa: E402,F401 - registers submit, watch and logs
+
+
 def main() -> None:  # pragma: no cover - `python -m pipeline.cli`
-    sys.exit(app())
+    # Under `python -m` this file is `__main__`; the commands live on the imported module's app.
+    from pipeline.cli import app as commands
+
+    sys.exit(commands())
 
 
 if __name__ == "__main__":

@@ -21,11 +21,13 @@ from pathlib import Path
 
 from pipeline.spec import ON_EXIT, PASSES, Step, steps_for
 from steps.errors import EXIT_INPUT
-from steps.job import JobNotFound, read_job
+from steps.job import JobNotFound, JobRecord, Status, read_job
 from steps.runner import TIMING_PREFIX
-from steps.store import Store, log_key
+from steps.artifacts import UNCHANGED
+from steps.store import Store, StoreError, log_key
 
 Progress = Callable[[str], None]
+FAILED = (Status.ANALYSIS_FAILED, Status.GENERATION_FAILED)
 
 
 @dataclass
@@ -112,25 +114,48 @@ class LocalEngine:
         run = StepRun(values["pass_stage"], step.name, chunk, time.perf_counter() - started,
                       _work_seconds(done.stderr), done.returncode, attempt, command)
         self.runs.append(run)
-        self.store.write(log_key(values["job_id"], name), (done.stdout + done.stderr).encode())
+        self._save_log(log_key(values["job_id"], name), done.stdout + done.stderr)
         if done.returncode == 0:
             self.progress(f"  \u2713 {run.label:<36} {run.wall_s:6.2f} s")
+            for line in done.stderr.splitlines():  # work a step found already done
+                if line.endswith(UNCHANGED):
+                    self.progress(f"      {line}")
             return run
         self.progress(f"  \u2717 {run.label:<36} exit {done.returncode}")
-        raise StepFailed(run, self._fail(step, run, log_key(values["job_id"], name)))
+        errors = [line[7:] for line in done.stderr.splitlines() if line.startswith("error: ")]
+        raise StepFailed(run, self._fail(step, run, log_key(values["job_id"], name),
+                                         errors[-1] if errors else ""))
 
-    def _fail(self, step: Step, run: StepRun, log: str) -> str:
-        """Run the on-exit step as Argo would, then return the job's error message."""
-        failures = json.dumps([{"displayName": run.label, "templateName": step.name.replace("_", "-"),
-                                "phase": "Failed", "message": f"Error (exit code {run.exit_code})"}])
-        values = {**self.params, "workflow_status": "Failed", "failures": failures}
-        command = [sys.executable, "-m", ON_EXIT.module, *ON_EXIT.argv(values)]
-        done = subprocess.run(command, capture_output=True, text=True)
-        self.store.write(log_key(self.params["job_id"], "on_exit"), (done.stdout + done.stderr).encode())
+    def _save_log(self, key: str, text: str) -> None:
+        """Keep a step's output in the store; a store that is down must not hide the failure."""
         try:
-            record = read_job(self.store, self.params["job_id"])
-        except JobNotFound:
-            record = None
+            self.store.write(key, text.encode())
+        except StoreError as e:
+            self.progress(f"  ! could not save {key}: {e}")
+
+    def _fail(self, step: Step, run: StepRun, log: str, detail: str = "") -> str:
+        """Run the on-exit step as Argo would, then return the job's error message."""
+        record = self._record()
+        # on_exit leaves a job that its step already marked failed as it is: no need to run it.
+        if record is None or record.status not in FAILED or record.error is None:
+            failures = json.dumps([{"displayName": run.label,
+                                    "templateName": step.name.replace("_", "-"), "phase": "Failed",
+                                    "message": f"Error (exit code {run.exit_code})"}])
+            values = {**self.params, "workflow_status": "Failed", "failures": failures}
+            command = [sys.executable, "-m", ON_EXIT.module, *ON_EXIT.argv(values)]
+            done = subprocess.run(command, capture_output=True, text=True)
+            self._save_log(log_key(self.params["job_id"], "on_exit"), done.stdout + done.stderr)
+            record = self._record()
         if record is not None and record.error is not None:
             return record.error.message
-        return f"step {step.name} failed with exit code {run.exit_code}; see {log} in the store"
+        if detail and run.exit_code != EXIT_INPUT:
+            return (f"step {step.name} failed with exit code {run.exit_code} after {run.attempts} "
+                    f"attempt(s) ({detail.rstrip('.')}); run the same command again to resume "
+                    "the job once that is fixed")
+        return detail or f"step {step.name} failed with exit code {run.exit_code}; see {log} in the store"
+
+    def _record(self) -> JobRecord | None:
+        try:
+            return read_job(self.store, self.params["job_id"])
+        except (JobNotFound, StoreError):
+            return None

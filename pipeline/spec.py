@@ -27,10 +27,21 @@ PARAMETERS: dict[str, str] = {
     "randomize_seed": "false",
     "pages_per_task": "0",
     "analyzer": "heuristic",
+    "analyzer_model": "",        # "" = not set: the step falls back to $BOOKJOB_ANALYZER_MODEL
     "face_backend": "classic",
+    "comfyui_url": "",           # "" = not set: the step falls back to $BOOKJOB_COMFYUI_URL
 }
 # Placeholders filled by the engine while it runs, not by the user.
 RUNTIME = {"pass_stage", "pages", "chunks_file", "export_dir", "workflow_status", "failures"}
+
+# The compiled WorkflowTemplate's name; Argo spells parameter and template names with dashes.
+TEMPLATE_NAME = "book-job"
+
+
+def argo_name(name: str) -> str:
+    """``job_id`` -> ``job-id``."""
+    return name.replace("_", "-")
+
 
 PASSES = {"prepay": ("prepay",), "postpay": ("postpay",), "full": ("prepay", "postpay")}
 
@@ -64,7 +75,8 @@ PAGES = "layout/{job_id}/pages/"
 PIPELINE: tuple[Step, ...] = (
     Step("analyze", "gpu", COMMON + (
         "--photo-key", "{photo_key}", "--name", "{child_name}", "--age", "{child_age}",
-        "--gender", "{child_gender}", "--analyzer", "{analyzer}"),
+        "--gender", "{child_gender}", "--analyzer", "{analyzer}",
+        "--analyzer-model", "{analyzer_model}"),
         passes=("prepay",), retries=3,
         reads=("{photo_key}", "book.yaml"),
         writes=("jobs/{job_id}/job.json", "jobs/{job_id}/analysis.json")),
@@ -76,7 +88,8 @@ PIPELINE: tuple[Step, ...] = (
         writes=("jobs/{job_id}/job.json",),
         outputs={"chunks": "{chunks_file}"}),
     Step("backgrounds", "gpu", COMMON + (
-        "--pages", "{pages}", "--face-backend", "{face_backend}"),
+        "--pages", "{pages}", "--face-backend", "{face_backend}",
+        "--comfyui-url", "{comfyui_url}"),
         depends=("plan",), per_chunk=True,
         reads=("jobs/{job_id}/job.json", "{photo_key}"),
         writes=(PAGES + "page_XX_bg.png",)),

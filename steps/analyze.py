@@ -5,15 +5,20 @@ CPU backend ``heuristic``: the largest face and its eyes with OpenCV's shipped c
 hair, eye and skin colour from measured pixels, gender as given by the parent. The result is
 ``jobs/{job_id}/analysis.json`` and the record's ``analysis``; the job becomes
 ``analyzing_completed``. No face in the photo: ``analysis_failed``, exit 3.
+
+Production backend ``qwen2-vl`` (:mod:`steps.qwen`): the same face check first, then Qwen2-VL
+from a local model directory (``--analyzer-model`` or ``$BOOKJOB_ANALYZER_MODEL``), falling
+back to the measured features when the model's answer is unusable.
 """
 
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 
-from steps import runner
+from steps import artifacts, runner
 from steps.errors import InputError
 from steps.images import load_photo
 from steps.job import (JobRecord, Status, create_job, parse_age, read_job, update_job,
@@ -60,7 +65,22 @@ def analyze_heuristic(photo: np.ndarray, gender: str) -> dict:
     }
 
 
-BACKENDS = {"heuristic": analyze_heuristic}
+def analyze_qwen2_vl(photo: np.ndarray, gender: str, model_dir: str) -> dict:
+    from steps.qwen import analyze_qwen
+
+    return analyze_qwen(photo, gender, model_dir)
+
+
+BACKENDS = {"heuristic": analyze_heuristic, "qwen2-vl": analyze_qwen2_vl}
+
+
+def analyzer_model(args) -> str:
+    """The model directory for ``qwen2-vl`` (argument first, then the environment)."""
+    path = args.analyzer_model or os.environ.get("BOOKJOB_ANALYZER_MODEL", "")
+    if not path:
+        raise InputError("no_analyzer_model", "--analyzer qwen2-vl needs the model's directory: "
+                                              "pass --analyzer-model or set BOOKJOB_ANALYZER_MODEL.")
+    return path
 
 
 def start_job(store: Store, args) -> JobRecord:
@@ -97,7 +117,7 @@ def work(args) -> None:
     validate_job_id(args.job_id)
     store = open_store(args.store)
     args.photo_key = args.photo_key or find_photo(store, args.job_id)
-    start_job(store, args)
+    record = start_job(store, args)
     validate_name(args.name)
     parse_age(args.age)
     gender = validate_gender(args.gender)
@@ -107,8 +127,21 @@ def work(args) -> None:
     except FileNotFoundError:
         raise InputError("missing_photo", f"No photo at {args.photo_key} in the store; "
                                           "upload the photo before running the job.") from None
-    analysis = BACKENDS[args.analyzer](load_photo(photo_bytes), gender)
-    store.write(analysis_key(args.job_id), json.dumps(analysis, indent=2).encode())
+    model = analyzer_model(args) if args.analyzer == "qwen2-vl" else ""
+    inputs = artifacts.fingerprint(
+        artifacts.code_version(__name__, "steps.faces", "steps.images", "steps.qwen"),
+        args.analyzer, model, photo_bytes, gender)
+    analysis = record.analysis or {}
+    if analysis.get("inputs_sha256") == inputs and store.exists(analysis_key(args.job_id)):
+        artifacts.unchanged("analysis")
+    else:
+        photo = load_photo(photo_bytes)
+        if args.analyzer == "qwen2-vl":
+            analysis = analyze_qwen2_vl(photo, gender, model)
+        else:
+            analysis = BACKENDS[args.analyzer](photo, gender)
+        analysis["inputs_sha256"] = inputs
+        store.write(analysis_key(args.job_id), json.dumps(analysis, indent=2).encode())
 
     def done(record: JobRecord) -> None:
         record.book_id = book.id
@@ -126,7 +159,10 @@ def main() -> None:
     p.add_argument("--name", required=True)
     p.add_argument("--age", required=True)
     p.add_argument("--gender", default="unspecified")
-    p.add_argument("--analyzer", choices=sorted(BACKENDS), default="heuristic")
+    p.add_argument("--analyzer", choices=sorted(BACKENDS),
+                   default=os.environ.get("BOOKJOB_ANALYZER") or "heuristic")
+    p.add_argument("--analyzer-model", default="",
+                   help="local Qwen2-VL directory for --analyzer qwen2-vl [env BOOKJOB_ANALYZER_MODEL]")
     runner.run("analyze", p.parse_args(), work)
 
 

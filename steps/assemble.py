@@ -13,6 +13,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from steps import artifacts, runner
 from steps.errors import InputError
+from steps.job import read_job
 from steps.manifest import Book, load_book
 from steps.store import Store, book_key, open_store, page_key, preview_key
 
@@ -58,20 +59,24 @@ def make_pdf(images: list[bytes], book: Book) -> bytes:
 
     width, height = book.output.page_size_px
     size = (img2pdf.in_to_pt(width / book.output.dpi), img2pdf.in_to_pt(height / book.output.dpi))
-    return img2pdf.convert(images, layout_fun=img2pdf.get_layout_fun(size))
+    # No dates and img2pdf's own writer (no random /ID): the same pages give the same bytes.
+    return img2pdf.convert(images, layout_fun=img2pdf.get_layout_fun(size), nodate=True,
+                           engine=img2pdf.Engine.internal)
 
 
 def work(args) -> None:
     store = open_store(args.store)
     book = load_book(args.book).book
-    if args.stage == "prepay":
-        pages = book.stage_pages("prepay")
-        pdf = make_pdf([preview_page(p, book) for p in page_pngs(store, args.job_id, pages)], book)
-        made = artifacts.put(store, preview_key(args.job_id), pdf, "preview_pdf")
-    else:
-        pages = book.stage_pages("full")
-        pdf = make_pdf(page_pngs(store, args.job_id, pages), book)
-        made = artifacts.put(store, book_key(args.job_id), pdf, "book_pdf")
+    preview = args.stage == "prepay"
+    pages = book.stage_pages("prepay" if preview else "full")
+    kind = "preview_pdf" if preview else "book_pdf"
+    key = preview_key(args.job_id) if preview else book_key(args.job_id)
+    pngs = page_pngs(store, args.job_id, pages)
+    inputs = artifacts.fingerprint(artifacts.code_version(__name__), kind, book.output, *pngs)
+    made = artifacts.reuse(store, read_job(store, args.job_id), kind, None, inputs)
+    if made is None:
+        pdf = make_pdf([preview_page(p, book) for p in pngs] if preview else pngs, book)
+        made = artifacts.put(store, key, pdf, kind, inputs_sha256=inputs)
     artifacts.record(store, args.job_id, [made])
     artifacts.export(args.export, [made], store)
 

@@ -2,57 +2,146 @@
 
 Pages that need a face get the child's face in their face slot (CPU backend ``classic``:
 eye-aligned similarity warp, feathered elliptical mask, colour matched to the illustration,
-seamless blend); the others are the base illustration. Both are resized to the book's page
-size and written as ``layout/{job_id}/pages/page_XX_bg.png`` with the book's DPI.
+seamless blend; production backend ``comfyui``: a ComfyUI server, see :mod:`steps.comfyui`);
+the others are the base illustration. Both are resized to the book's page size and written as
+``layout/{job_id}/pages/page_XX_bg.png`` with the book's DPI. The face backend is made once
+per chunk (one photo decode, one model or connection for all its pages). Each face page gets a
+seed, fixed per job and page unless the job asks for random ones, recorded in the job record
+(``generation_retry.seeds``).
 """
 
 from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from dataclasses import dataclass
 
 import numpy as np
 
 from steps import artifacts, runner
 from steps.errors import InputError
 from steps.images import encode_png, load_page, load_photo
-from steps.job import read_job
+from steps.job import JobRecord, read_job, update_job
 from steps.manifest import LoadedBook, load_book
 from steps.store import Store, open_store, page_bg_key
 
 
-class ClassicFaceTransfer:
-    """Eye-aligned face transfer on the CPU; the photo is decoded once per chunk."""
+@dataclass(frozen=True)
+class FaceRequest:
+    """One face page for a face backend (the page image, at print size, goes beside it)."""
 
-    def __init__(self, photo: np.ndarray, analysis: dict) -> None:
+    page: int
+    slot: tuple            # (left_eye, right_eye) in page pixels
+    prompt: str
+    negative_prompt: str
+    seed: int
+
+
+class ClassicFaceTransfer:
+    """Eye-aligned face transfer on the CPU; the photo is decoded once per chunk.
+    Deterministic: prompts and seeds do not change its output."""
+
+    def __init__(self, photo: np.ndarray, analysis: dict, **_options) -> None:
         self.photo = photo
         self.eyes = (tuple(analysis["left_eye"]), tuple(analysis["right_eye"]))
 
-    def __call__(self, page: np.ndarray, slot: tuple) -> np.ndarray:
+    def __call__(self, page: np.ndarray, request: FaceRequest) -> np.ndarray:
         from steps.faces import transfer_face
 
-        return transfer_face(page, self.photo, self.eyes, slot)
+        return transfer_face(page, self.photo, self.eyes, request.slot)
+
+    def close(self) -> None:
+        pass
 
 
-BACKENDS = {"classic": ClassicFaceTransfer}
+def comfyui_transfer(photo: np.ndarray, analysis: dict, **options):
+    from steps.comfyui import ComfyUIFaceTransfer, wait_ready
+
+    # A ComfyUI sidecar starts with the pod: the Argo template sets how long to wait for it.
+    ready_s = float(os.environ.get("BOOKJOB_COMFYUI_READY_TIMEOUT") or 0)
+    if ready_s > 0:
+        wait_ready(options["url"], ready_s)
+    return ComfyUIFaceTransfer(photo, analysis, **options)
+
+
+BACKENDS = {"classic": ClassicFaceTransfer, "comfyui": comfyui_transfer}
+SEED_LIMIT = 2 ** 48
+
+
+def page_seed(job_id: str, num: int, randomize: bool) -> int:
+    """The generation seed of a page: fixed per (job, page), or a fresh random one."""
+    if randomize:
+        return secrets.randbelow(SEED_LIMIT)
+    return int.from_bytes(hashlib.sha256(f"{job_id}/page/{num}".encode()).digest()[:6], "big")
+
+
+def page_prompt(page_prompt_text: str, analysis: dict | None) -> str:
+    """The page's scene prompt followed by the child's common prompt from the analysis."""
+    parts = [page_prompt_text.strip(), str((analysis or {}).get("prompt", "")).strip()]
+    return ", ".join(p for p in parts if p)
 
 
 def make_backgrounds(store: Store, job_id: str, loaded: LoadedBook, pages: list[int],
-                     backend: str = "classic") -> list:
+                     backend: str = "classic", options: dict | None = None) -> list:
     record = read_job(store, job_id)
     book = loaded.book
+    randomize = record.generation_retry.randomize_seed
+    seeds = {n: page_seed(job_id, n, randomize) for n in pages if book.page(n).needs_face_swap}
+    if seeds:
+        def remember(job: JobRecord) -> None:
+            job.generation_retry.seeds.update({str(n): s for n, s in seeds.items()})
+
+        update_job(store, job_id, remember)
     transfer = None
     made = []
-    for num in pages:
-        page = book.page(num)
-        image = load_page(loaded.read(page.base), book.output.page_size_px,
-                          what=f"base image of page {num}")
-        if page.needs_face_swap:
-            if transfer is None:
-                transfer = BACKENDS[backend](load_photo(store.read(record.photo_key)),
-                                             record.analysis or {})
-            slot = (page.face.left_eye, page.face.right_eye)
-            image = transfer(np.asarray(image), slot)
-        made.append(artifacts.put(store, page_bg_key(job_id, num),
-                                  encode_png(image, book.output.dpi), "page_bg_png", num))
+    photo: list[bytes] = []  # read once, for the first face page
+
+    def photo_bytes() -> bytes:
+        if not photo:
+            photo.append(store.read(record.photo_key))
+        return photo[0]
+
+    code = artifacts.code_version(__name__, "steps.faces", "steps.images", f"steps.{backend}")
+    try:
+        for num in pages:
+            page = book.page(num)
+            base = loaded.read(page.base)
+            face = (photo_bytes(), record.analysis, seeds[num]) if page.needs_face_swap else ()
+            inputs = artifacts.fingerprint(code, backend, base, book.output, page.model_dump(
+                include={"needs_face_swap", "face", "prompt", "negative_prompt"}), *face)
+            kept = artifacts.reuse(store, record, "page_bg_png", num, inputs)
+            if kept is not None:
+                made.append(kept)
+                continue
+            image = load_page(base, book.output.page_size_px, what=f"base image of page {num}")
+            if page.needs_face_swap:
+                if transfer is None:
+                    transfer = BACKENDS[backend](load_photo(photo_bytes()),
+                                                 record.analysis or {}, **(options or {}))
+                request = FaceRequest(num, (page.face.left_eye, page.face.right_eye),
+                                      page_prompt(page.prompt, record.analysis),
+                                      page.negative_prompt, seeds[num])
+                image = transfer(np.asarray(image), request)
+            made.append(artifacts.put(store, page_bg_key(job_id, num),
+                                      encode_png(image, book.output.dpi), "page_bg_png", num,
+                                      inputs))
+    finally:
+        if transfer is not None:
+            transfer.close()
     return made
+
+
+def backend_options(args) -> dict:
+    """The chosen face backend's settings (arguments first, then the environment)."""
+    if args.face_backend != "comfyui":
+        return {}
+    url = args.comfyui_url or os.environ.get("BOOKJOB_COMFYUI_URL", "")
+    if not url:
+        raise InputError("no_comfyui_url", "--face-backend comfyui needs the ComfyUI server's "
+                                           "address: pass --comfyui-url or set BOOKJOB_COMFYUI_URL.")
+    return {"url": url, "job_id": args.job_id, "timeout_s": args.comfyui_timeout,
+            "workflow": os.environ.get("BOOKJOB_COMFYUI_WORKFLOW") or None}
 
 
 def work(args) -> None:
@@ -62,15 +151,22 @@ def work(args) -> None:
     unknown = [n for n in pages if n not in {p.num for p in loaded.book.pages}]
     if unknown:
         raise InputError("bad_pages", f"Page {unknown[0]} is not in book {loaded.book.id}.")
+    options = backend_options(args)
     artifacts.record(store, args.job_id, make_backgrounds(store, args.job_id, loaded, pages,
-                                                          args.face_backend))
+                                                          args.face_backend, options))
 
 
 def main() -> None:
     p = runner.parser("backgrounds", __doc__.splitlines()[0])
     p.add_argument("--book", required=True)
     p.add_argument("--pages", required=True, help="page numbers of the chunk, e.g. 1,2,3")
-    p.add_argument("--face-backend", choices=sorted(BACKENDS), default="classic")
+    p.add_argument("--face-backend", choices=sorted(BACKENDS),
+                   default=os.environ.get("BOOKJOB_FACE_BACKEND") or "classic")
+    p.add_argument("--comfyui-url", default="",
+                   help="ComfyUI server for --face-backend comfyui [env BOOKJOB_COMFYUI_URL]")
+    p.add_argument("--comfyui-timeout", type=float,
+                   default=float(os.environ.get("BOOKJOB_COMFYUI_TIMEOUT") or 600),
+                   help="seconds ComfyUI may take for one page [env BOOKJOB_COMFYUI_TIMEOUT]")
     runner.run("backgrounds", p.parse_args(), work)
 
 

@@ -48,12 +48,14 @@ def _open(data: bytes, what: str) -> Image.Image:
                 raise Image.DecompressionBombError("too many pixels")
             image.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        fix = "send a smaller image" if what == "photo" else "use a smaller image in the book"
         raise InputError("image_too_large", f"The {what} has more than {MAX_PIXELS // 1_000_000} "
-                                            "million pixels; send a smaller image.") from None
+                                            f"million pixels; {fix}.") from None
     except (OSError, SyntaxError, ValueError) as e:
         truncated = "truncated" in str(e) or "broken" in str(e)
         detail = "is truncated or damaged" if truncated else "is not a readable image"
-        raise InputError("bad_image", f"The {what} {detail}; send a complete JPEG, PNG, WebP "
+        fix = "send" if what == "photo" else "replace it with"
+        raise InputError("bad_image", f"The {what} {detail}; {fix} a complete JPEG, PNG, WebP "
                                       "or HEIC file.") from None
     return image
 

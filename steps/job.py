@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from steps import notify
+from steps import faults, notify
 from steps.errors import InputError
 from steps.store import Store, job_key
 
@@ -71,6 +71,7 @@ class Artifact(BaseModel):
     key: str
     sha256: str
     size: int
+    inputs_sha256: str | None = None   # what it was made from (steps.artifacts.fingerprint)
 
 
 class JobError(BaseModel):
@@ -166,8 +167,8 @@ def update_job(store: Store, job_id: str, change: Callable[[JobRecord], None],
                attempts: int = 200) -> JobRecord:
     """Apply ``change`` to the current record with compare-and-swap, retrying on conflict."""
     key = job_key(job_id)
+    current = store.read_versioned(key)
     for attempt in range(attempts):
-        current = store.read_versioned(key)
         if current is None:
             raise JobNotFound(f"no job {job_id!r} in {store.uri}")
         data, version = current
@@ -176,7 +177,14 @@ def update_job(store: Store, job_id: str, change: Callable[[JobRecord], None],
         change(record)
         record.updated_at = now()
         body = _dump(record)
-        if store.write_if(key, body, version):
+        faults.point("update")
+        written = store.write_if(key, body, version)
+        if not written:
+            current = store.read_versioned(key)
+            # A conditional write whose answer was lost (a timeout, then the client's retry met
+            # our own write) reads as a conflict, though the record already holds this change.
+            written = current is not None and current[0] == body
+        if written:
             if (record.status, len(record.status_history)) != before:
                 notify.status_changed(body)
             return record

@@ -25,6 +25,8 @@ MAX_PAGES = 99
 MAX_SIDE_PX = 10_000
 MAX_TEXT = 2_000
 MAX_TEXT_LAYERS = 20
+MAX_PAGE_PIXELS = 50_000_000     # = steps.images.MAX_PIXELS: a page must decode like any image
+MAX_MANIFEST_BYTES = 1_000_000
 
 Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
 Color = Annotated[str, Field(pattern=r"^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6}|[0-9a-fA-F]{8})$")]
@@ -39,6 +41,15 @@ class Output(Strict):
     page_size_px: tuple[Annotated[int, Field(ge=64, le=MAX_SIDE_PX)],
                         Annotated[int, Field(ge=64, le=MAX_SIDE_PX)]]
     dpi: Annotated[int, Field(ge=72, le=1200)] = 300
+
+    @model_validator(mode="after")
+    def not_too_many_pixels(self) -> Output:
+        width, height = self.page_size_px
+        if width * height > MAX_PAGE_PIXELS:
+            raise ValueError(f"page_size_px {width}x{height} is more than "
+                             f"{MAX_PAGE_PIXELS // 1_000_000} million pixels; use a smaller page "
+                             "size or a lower resolution")
+        return self
 
 
 class Font(Strict):
@@ -204,7 +215,13 @@ def _explain(error: ValidationError) -> str:
     if kind == "missing":
         return f"{where} is missing; add it"
     msg = first["msg"].removeprefix("Value error, ")
+    if kind != "value_error":  # pydantic's own words say what is wrong, not what to do
+        msg += "; " + _HINTS.get(kind, "correct it as the manifest format in the README describes")
     return f"{where}: {msg}" if where else msg
+
+
+_HINTS = {"string_too_long": "shorten it", "too_long": "use fewer", "string_too_short": "fill it in",
+          "too_short": "add at least one"}
 
 
 def load_book(uri: str) -> LoadedBook:
@@ -215,6 +232,9 @@ def load_book(uri: str) -> LoadedBook:
     except (FileNotFoundError, NotADirectoryError):
         raise InputError("bad_manifest", f"No {MANIFEST} found in {uri}; "
                                          "point BOOK at a folder or s3:// prefix holding one.") from None
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise InputError("bad_manifest", f"{MANIFEST} is {len(raw):,} bytes, more than a manifest "
+                                         f"may be ({MAX_MANIFEST_BYTES:,}); shorten it.")
     try:
         data = yaml.safe_load(raw)
     except yaml.YAMLError as e:
@@ -224,7 +244,8 @@ def load_book(uri: str) -> LoadedBook:
         raise InputError("bad_manifest", f"{MANIFEST}{line}: {problem}; fix the YAML syntax.") from None
     if not isinstance(data, dict):
         raise InputError("bad_manifest", f"{MANIFEST} must be a mapping with id, title, output "
-                                         "and pages; see the manifest format in the README.")
+                                         "and pages; write it as the manifest format in the "
+                                         "README shows.")
     try:
         book = Book.model_validate(data)
     except ValidationError as e:
@@ -232,6 +253,9 @@ def load_book(uri: str) -> LoadedBook:
     for ref in [f.src for f in book.fonts] + [p.base for p in book.pages]:
         if "://" not in ref:
             _check_book_file(files, ref, uri)
+        elif not ref.startswith(("s3://", "https://")):
+            raise InputError("bad_manifest", f"{MANIFEST}: file {ref[:100]!r} is neither in the book "
+                                             "nor at an s3:// or https:// address; use one of those.")
     return LoadedBook(book=book, uri=uri, files=files)
 
 
@@ -239,7 +263,7 @@ def _check_book_file(files: Store, ref: str, uri: str) -> None:
     path = PurePosixPath(ref)
     if path.is_absolute() or ".." in path.parts or re.match(r"^[A-Za-z]:", ref):
         raise InputError("bad_manifest", f"{MANIFEST}: file {ref!r} must be a path inside the "
-                                         "book folder (no '..', not absolute).")
+                                         "book folder; use a relative path without '..'.")
     if not files.exists(ref):
         raise InputError("bad_manifest", f"{MANIFEST}: file {ref!r} does not exist in {uri}; "
                                          "add it or fix the path.")

@@ -2,16 +2,22 @@
 
 One Chromium per step (Playwright), the book's fonts via ``@font-face``, every value escaped,
 text shrunk to fit its box. The page's own scripts and the network are off: only the book's
-fonts are served. Writes ``layout/{job_id}/pages/page_XX.png`` with the book's DPI.
+fonts are served. Writes ``layout/{job_id}/pages/page_XX.png`` with the book's DPI. A page
+whose inputs are unchanged since it was made is kept (``page 3: unchanged, skipped``), and
+Chromium only starts if some page still needs text set.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import io
+import sys
 
 from PIL import Image
 
 from steps import artifacts, runner
+from steps.errors import InputError
 from steps.images import encode_png
 from steps.job import JobRecord, read_job
 from steps.manifest import LoadedBook, Page, fill, load_book
@@ -37,22 +43,61 @@ def blocks_for(page: Page, child: dict[str, str]) -> list:
 def book_fonts(loaded: LoadedBook) -> list:
     from steps.text import FontFile
 
-    return [FontFile(family=f.family, data=loaded.read(f.src), weight=f.weight, style=f.style)
-            for f in loaded.book.fonts]
+    fonts = []
+    for f in loaded.book.fonts:
+        try:
+            fonts.append(FontFile(family=f.family, data=loaded.read(f.src), weight=f.weight,
+                                  style=f.style))
+        except ValueError:
+            raise InputError("bad_font", f"Font file {f.src} of book {loaded.book.id} is not a "
+                                         "TrueType, OpenType, WOFF or WOFF2 font; replace it "
+                                         "with one.") from None
+    return fonts
+
+
+def page_inputs(background: bytes, blocks: list, fonts: list, dpi: int) -> str:
+    """What a final page depends on: its background, its text (the child's fields filled in),
+    the book's fonts, the DPI and this code."""
+    from dataclasses import asdict
+
+    return artifacts.fingerprint(
+        artifacts.code_version(__name__, "steps.text", "steps.images"), background,
+        [asdict(b) for b in blocks],
+        [[f.family, f.weight, f.style, hashlib.sha256(f.data).hexdigest()] for f in fonts], dpi)
 
 
 def render_pages(store: Store, job_id: str, loaded: LoadedBook, pages: list[int]) -> list:
-    from steps.text import TextRenderer
+    from steps.text import FontLoadError, TextRenderer
 
-    child = child_values(read_job(store, job_id))
+    record = read_job(store, job_id)
+    child = child_values(record)
     book = loaded.book
-    made = []
-    with TextRenderer(book_fonts(loaded)) as renderer:
-        for num in pages:
-            background = Image.open(io.BytesIO(store.read(page_bg_key(job_id, num))))
-            final = renderer.render(background.convert("RGB"), blocks_for(book.page(num), child))
+    fonts = book_fonts(loaded)
+    made, todo = [], []
+    for num in pages:
+        background = store.read(page_bg_key(job_id, num))
+        blocks = blocks_for(book.page(num), child)
+        inputs = page_inputs(background, blocks, fonts, book.output.dpi)
+        kept = artifacts.reuse(store, record, "page_png", num, inputs)
+        if kept is not None:
+            made.append(kept)
+        else:
+            todo.append((num, background, blocks, inputs))
+    # Chromium only starts when a page has text to set.
+    with (TextRenderer(fonts) if any(t[2] for t in todo) else contextlib.nullcontext()) as renderer:
+        for num, background, blocks, inputs in todo:
+            page = Image.open(io.BytesIO(background)).convert("RGB")
+            try:
+                final = renderer.render(page, blocks) if blocks else page
+            except FontLoadError as e:
+                raise InputError("bad_font", f"{str(e).rstrip('.')} for book {book.id}; replace "
+                                             "the font files with working TTF, OTF, WOFF or WOFF2 "
+                                             "files.") from None
             made.append(artifacts.put(store, page_key(job_id, num),
-                                      encode_png(final, book.output.dpi), "page_png", num))
+                                      encode_png(final, book.output.dpi), "page_png", num, inputs))
+        if renderer is not None and renderer.blocked_requests:
+            print(f"render: blocked {len(renderer.blocked_requests)} request(s) that were not the "
+                  f"book's: {', '.join(renderer.blocked_requests[:5])}", file=sys.stderr)
     return made
 
 

@@ -1,9 +1,10 @@
 """What every step program shares: its common arguments, exit codes and failure handling.
 
 A step that meets bad input prints one sentence, marks the job failed with the reason and
-exits with code 3 (never retried). Anything else is a crash: the traceback goes to the step's
-log (stderr) and the exit code is 1, which the engines retry. Each step reports its own work
-time on stderr as one ``bookjob-timing`` line, for the benchmarks.
+exits with code 3 (never retried). A store that cannot be reached is one line and exit code 1;
+anything else is a crash: the traceback goes to the step's log (stderr) and the exit code is 1.
+The engines retry both. Each step reports its own work time on stderr as one
+``bookjob-timing`` line, for the benchmarks.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ import time
 import traceback
 from collections.abc import Callable
 
+from steps import faults
 from steps.errors import EXIT_FAILURE, EXIT_INPUT, EXIT_OK, InputError
 from steps.job import JobNotFound, JOB_ID, mark_failed
-from steps.store import open_store
+from steps.store import StoreError, open_store
 
 TIMING_PREFIX = "bookjob-timing "
 
@@ -43,6 +45,7 @@ def run(step: str, args: argparse.Namespace, work: Callable[[argparse.Namespace]
     """Run a step's work and exit with the code the engines understand."""
     started = time.perf_counter()
     code = EXIT_OK
+    faults.arm(step)
     try:
         work(args)
     except InputError as e:
@@ -51,8 +54,11 @@ def run(step: str, args: argparse.Namespace, work: Callable[[argparse.Namespace]
         if JOB_ID.fullmatch(args.job_id or ""):
             try:
                 mark_failed(open_store(args.store), args.job_id, step, e.reason, e.message)
-            except JobNotFound:
+            except (JobNotFound, StoreError):  # no record, or the store is down: nothing to mark
                 pass
+    except StoreError as e:  # transient: one line, exit 1, retried by the engines
+        code = EXIT_FAILURE
+        print(f"error: temporary store failure, the step will be retried: {e}", file=sys.stderr)
     except Exception:  # noqa: BLE001 - a crash is reported and retried, never swallowed
         code = EXIT_FAILURE
         traceback.print_exc()

@@ -15,6 +15,8 @@ import tempfile
 from abc import ABC, abstractmethod
 from pathlib import Path, PurePosixPath
 
+from steps import faults
+
 # ---- keys (DESIGN §2) -------------------------------------------------------------------
 
 
@@ -125,6 +127,7 @@ class LocalStore(Store):
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
+            faults.point("write")
             os.replace(tmp, target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -167,11 +170,13 @@ def _s3_client():
     from botocore.config import Config
 
     # Settings (credentials, region, AWS_ENDPOINT_URL_S3 for MinIO) come from the standard AWS
-    # environment and config files; timeouts and 5xx are retried with bounded backoff.
+    # environment and config files; timeouts and 5xx are retried with bounded backoff
+    # (botocore's standard mode: up to AWS_MAX_ATTEMPTS tries, default 5, backoff capped at 20 s).
+    env = os.environ
     config = Config(
-        retries={"mode": "standard", "max_attempts": 5},
-        connect_timeout=10,
-        read_timeout=60,
+        retries={"mode": "standard", "total_max_attempts": int(env.get("AWS_MAX_ATTEMPTS") or 5)},
+        connect_timeout=float(env.get("BOOKJOB_S3_CONNECT_TIMEOUT") or 10),
+        read_timeout=float(env.get("BOOKJOB_S3_READ_TIMEOUT") or 60),
     )
     return boto3.client("s3", config=config)
 

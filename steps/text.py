@@ -27,8 +27,9 @@ from typing import Any, Sequence
 from PIL import Image
 
 ORIGIN = "https://book.invalid"
+# --disable-dev-shm-usage: pods get a 64 MiB /dev/shm, too small for print-size pages.
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--disable-component-update", "--no-first-run"]
+               "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage"]
 FALLBACK_FONTS = '"Noto Sans", "Noto Naskh Arabic", "Noto Sans Arabic", "DejaVu Sans", sans-serif'
 NO_CHROMIUM = ("No Chromium found: install Debian's 'chromium' package or set BOOKJOB_CHROMIUM "
                "to a Chromium executable.")
@@ -52,6 +53,10 @@ def font_kind(data: bytes) -> tuple[str, str, str]:
         if data.startswith(magic):
             return fmt, mime, ext
     raise ValueError("Font data is not a TrueType, OpenType, WOFF or WOFF2 file.")
+
+
+class FontLoadError(RuntimeError):
+    """Chromium could not load a font file (its data is damaged or not a font it can read)."""
 
 
 @dataclass(frozen=True)
@@ -285,7 +290,7 @@ class TextRenderer:
             del self._resources[url]
         result = self._page.evaluate(_FIT_JS, [[b.font_size_px, b.min_font_size] for b in blocks])
         if result["failed"]:
-            raise RuntimeError(f"Chromium could not load the font(s) {sorted(set(result['failed']))}.")
+            raise FontLoadError(f"Chromium could not load the font(s) {sorted(set(result['failed']))}.")
         return [float(s) for s in result["sizes"]]
 
     def fit(self, blocks: Sequence[TextBlock]) -> list[float]:

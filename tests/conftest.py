@@ -159,3 +159,59 @@ def bucket(s3_endpoint) -> str:
     name = f"test-{uuid.uuid4().hex[:12]}"
     boto3.client("s3").create_bucket(Bucket=name)
     return name
+
+
+# ---- counts the hardening tests report (inputs tried, kills survived, updates kept) ------
+
+
+@pytest.fixture
+def count(record_property):
+    """``count("kills_injected")``: add to a total shown at the end of the run (works with -n)."""
+
+    def add(name: str, n: int = 1) -> None:
+        record_property(f"count:{name}", n)
+
+    return add
+
+
+def pytest_terminal_summary(terminalreporter):
+    totals: dict[str, int] = {}
+    for outcome in ("passed", "failed"):
+        for report in terminalreporter.stats.get(outcome, []):
+            for name, value in getattr(report, "user_properties", []):
+                if name.startswith("count:") and getattr(report, "when", "") == "call":
+                    totals[name[6:]] = totals.get(name[6:], 0) + int(value)
+    if totals:
+        terminalreporter.write_sep("-", "hardening counts")
+        for name, value in sorted(totals.items()):
+            terminalreporter.write_line(f"{name.replace('_', ' ')}: {value}")
+
+
+# ---- one uninterrupted prepay run, to compare crashed and faulted runs with -------------
+
+CHILD_ARGS = ("--name", "Олена", "--age", "5", "--gender", "girl")
+
+
+@pytest.fixture(scope="session")
+def small_book(tmp_path_factory) -> Path:
+    return make_book(tmp_path_factory.mktemp("small") / "book", size=(600, 400))
+
+
+@pytest.fixture(scope="session")
+def prepay_reference(small_book, tmp_path_factory) -> dict:
+    """Job ``ref``: the prepay stage of ``small_book`` for the demo photo and CHILD_ARGS, on a
+    local store: its ``root``, ``outputs`` (layout files by name) and ``record``."""
+    import json
+
+    root = tmp_path_factory.mktemp("reference") / "store"
+    done = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", str(small_book),
+                           "--photo", str(DEMO_PHOTO), *CHILD_ARGS, "--job-id", "ref",
+                           "--store", str(root)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    layout = root / "layout" / "ref"
+    record = json.loads((root / "jobs/ref/job.json").read_text())
+    assert record["status"] == "prepay_ready" and len(record["artifacts"]) == 5
+    return {"root": root, "record": record,
+            "outputs": {p.relative_to(layout).as_posix(): p.read_bytes()
+                        for p in sorted(layout.rglob("*")) if p.is_file() and not p.name.startswith(".")}}

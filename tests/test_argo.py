@@ -91,7 +91,15 @@ def test_gpu_and_cpu_resources(template):
         limits = t["container"]["resources"]["limits"]
         assert t["container"]["resources"]["requests"]["cpu"] and limits["memory"]
         if step.resources == "gpu":
-            assert limits["nvidia.com/gpu"] == "1"
+            # backgrounds: the ComfyUI sidecar holds the pod's one GPU; analyze holds its own
+            holders = [c for c in [t["container"], *t.get("sidecars", [])]
+                       if "nvidia.com/gpu" in c["resources"]["limits"]]
+            assert [c["resources"]["limits"]["nvidia.com/gpu"] for c in holders] == ["1"]
+            if step.name == "backgrounds":
+                sidecar = t["sidecars"][0]
+                assert sidecar["name"] == "comfyui" and holders == [sidecar]
+                assert sidecar["securityContext"]["readOnlyRootFilesystem"] is True
+                assert {"name": "BOOKJOB_COMFYUI_READY_TIMEOUT", "value": "900"} in t["container"]["env"]
             assert t["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
             assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in t["tolerations"]
             sem = t["synchronization"]["semaphores"][0]["configMapKeyRef"]
@@ -155,7 +163,14 @@ def test_parameters_cover_the_run_options(template):
 def test_ui_annotations_and_labels(template):
     meta = template["spec"]["workflowMetadata"]
     assert "{{workflow.parameters.job-id}}" in meta["annotations"]["workflows.argoproj.io/title"]
-    assert set(meta["labelsFrom"]) == {"bookjob.io/job-id", "bookjob.io/book", "bookjob.io/stage"}
+    assert set(meta["labelsFrom"]) == {"bookjob/job-id", "bookjob/book", "bookjob/stage"}
+
+
+def test_comfyui_as_an_in_cluster_service_instead_of_a_sidecar():
+    plain = yaml.safe_load(build(ArgoSettings(comfyui_sidecar_image="")).to_yaml())
+    backgrounds = templates_by_name(plain)["backgrounds"]
+    assert "sidecars" not in backgrounds
+    assert backgrounds["container"]["resources"]["limits"]["nvidia.com/gpu"] == "1"
 
 
 def test_settings_change_images_and_node_selector():

@@ -10,7 +10,7 @@ import pytest
 from steps.errors import InputError
 from steps.job import (Artifact, InvalidTransition, JobRecord, Status, create_job, mark_failed,
                        parse_age, read_job, update_job, validate_job_id, validate_name)
-from steps.store import LocalStore, S3Store
+from steps.store import LocalStore, open_store
 
 
 def new_record(job_id="j1") -> JobRecord:
@@ -99,23 +99,53 @@ def _add(store, job_id, i):
         Artifact(kind="page_png", page=i, key=f"k{i}", sha256="0", size=i)))
 
 
-def _add_in_process(root, i):
-    _add(LocalStore(root), "j1", i)
+def _counting(store):
+    """The store, counting the compare-and-swap writes that lost to another writer."""
+    conflicts = [0]
+    write_if = store.write_if
+
+    def counted(key, data, version):
+        done = write_if(key, data, version)
+        conflicts[0] += not done
+        return done
+
+    store.write_if = counted
+    return conflicts
 
 
-def test_50_concurrent_updates_lose_nothing_local(tmp_path):
-    store = LocalStore(tmp_path)
-    create_job(store, new_record())
-    with ThreadPoolExecutor(10) as pool:
-        list(pool.map(lambda i: _add(store, "j1", i), range(1, 26)))
-    with multiprocessing.get_context("spawn").Pool(4) as pool:
-        pool.starmap(_add_in_process, [(str(tmp_path), i) for i in range(26, 51)])
-    assert sorted(a.page for a in read_job(store, "j1").artifacts) == list(range(1, 51))
+def _updates_in_process(uri: str, pages: list[int]) -> int:
+    store = open_store(uri)
+    conflicts = _counting(store)
+    for i in pages:
+        _add(store, "j1", i)
+    return conflicts[0]
 
 
-def test_50_concurrent_updates_lose_nothing_s3(bucket):
-    store = S3Store(f"s3://{bucket}/p")
-    create_job(store, new_record())
-    with ThreadPoolExecutor(10) as pool:
-        list(pool.map(lambda i: _add(S3Store(f"s3://{bucket}/p"), "j1", i), range(1, 51)))
-    assert sorted(a.page for a in read_job(store, "j1").artifacts) == list(range(1, 51))
+UPDATES = 50
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+@pytest.mark.parametrize("how", ["threads", "processes"])
+def test_50_concurrent_updates_lose_nothing(where, how, tmp_path, request, count):
+    uri = str(tmp_path) if where == "local" else f"s3://{request.getfixturevalue('bucket')}/p"
+    create_job(open_store(uri), new_record())
+    if how == "threads":
+        def one(i):  # a store (an S3 client) per thread, as per step process
+            store = open_store(uri)
+            conflicts = _counting(store)
+            _add(store, "j1", i)
+            return conflicts[0]
+
+        with ThreadPoolExecutor(10) as pool:
+            conflicts = sum(pool.map(one, range(1, UPDATES + 1)))
+    else:
+        with multiprocessing.get_context("spawn").Pool(5) as pool:
+            conflicts = sum(pool.starmap(_updates_in_process,
+                                         [(uri, [i, i + 1]) for i in range(1, UPDATES + 1, 2)]))
+    kept = sorted(a.page for a in read_job(open_store(uri), "j1").artifacts)
+    count("concurrent_updates_made", UPDATES)
+    count("concurrent_updates_kept", len(kept))
+    count("concurrent_update_conflicts_retried", conflicts)
+    assert kept == list(range(1, UPDATES + 1)), f"{UPDATES} made, {len(kept)} kept"
+    if how == "threads":  # ten at once always collide: the swap really was contended
+        assert conflicts > 0
