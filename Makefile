@@ -68,3 +68,6 @@ images: ## Build the GPU and CPU images with Docker (MODEL=/path/to/Qwen2-VL bak
 	  $(if $(MODEL),--build-context model=$(MODEL)) -t $(REGISTRY)/bookjob-gpu:$(VERSION) .
 	docker build -f images/cpu.Dockerfile --build-arg VERSION=$(VERSION) \
 	  -t $(REGISTRY)/bookjob-cpu:$(VERSION) .
+
+bench: setup ## Measure a job against the physical floor: bench/results.json and a table
+	$(PY) -m bench.run

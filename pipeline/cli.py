@@ -126,8 +126,9 @@ StageOpt = Annotated[Stage, typer.Option("--stage", help="prepay, postpay, or fu
 JobIdOpt = Annotated[Optional[str], typer.Option(
     "--job-id", help="An existing job, or the id for a new one (default: a new UUID).")]
 SeedOpt = Annotated[bool, typer.Option("--randomize-seed", help="New random seeds for generation.")]
-ChunkOpt = Annotated[int, typer.Option(
-    "--pages-per-task", min=0, help="Pages per chunk (one process/pod each); 0: one per stage.")]
+ChunkOpt = Annotated[str, typer.Option(
+    "--pages-per-task", help="Pages per chunk (one process/pod each): a number, 0 (one chunk per "
+                             "stage) or auto (one chunk per core).")]
 class Analyzer(str, Enum):
     heuristic = "heuristic"
     qwen2_vl = "qwen2-vl"
@@ -153,9 +154,11 @@ NotifyOpt = Annotated[Optional[str], typer.Option(
 
 def prepare_job(target: Store, book: str, photo: Path | None, name: str | None, age: str | None,
                 gender: str | None, stage: Stage, job_id: str | None, randomize_seed: bool,
-                pages_per_task: int) -> dict[str, str]:
+                pages_per_task: str) -> dict[str, str]:
     """Check what the user asked for against the store, upload a new job's photo, and return
     the pipeline parameters. Usage errors exit 2; a bad job id exits 3."""
+    if pages_per_task != "auto" and not pages_per_task.isdigit():
+        _exit(EXIT_USAGE, f"--pages-per-task must be a number or auto, not {pages_per_task!r}")
     job_id = job_id or str(uuid.uuid4())
     try:
         validate_job_id(job_id)
@@ -210,7 +213,7 @@ def run(
     job_id: JobIdOpt = None,
     store: StoreOpt = None,
     randomize_seed: SeedOpt = False,
-    pages_per_task: ChunkOpt = 0,
+    pages_per_task: ChunkOpt = "auto",
     analyzer: AnalyzerOpt = None,
     analyzer_model: AnalyzerModelOpt = None,
     face_backend: FaceBackendOpt = None,
@@ -295,7 +298,7 @@ def demo(
 ) -> None:
     """Run the bundled demo book with the demo photo, stage full."""
     run(book=str(DEMO / "book"), photo=DEMO / "photo.jpg", name="Mia", age="6", gender="girl",
-        stage=Stage.full, job_id=None, store=store, randomize_seed=False, pages_per_task=0,
+        stage=Stage.full, job_id=None, store=store, randomize_seed=False, pages_per_task="auto",
         analyzer=None, analyzer_model=None, face_backend=None, comfyui_url=None,
         notify_url=None, as_json=as_json)
 

@@ -70,7 +70,7 @@ def submit(
     job_id: JobIdOpt = None,
     store: StoreOpt = None,
     randomize_seed: SeedOpt = False,
-    pages_per_task: ChunkOpt = 0,
+    pages_per_task: ChunkOpt = "0",
     analyzer: AnalyzerOpt = None,
     analyzer_model: AnalyzerModelOpt = None,
     face_backend: FaceBackendOpt = None,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -19,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.launch import launcher
 from pipeline.spec import ON_EXIT, PASSES, Step, steps_for
 from steps.errors import EXIT_INPUT
 from steps.job import JobNotFound, JobRecord, Status, read_job
@@ -74,9 +74,13 @@ class LocalEngine:
 
     def run(self, stage: str) -> list[StepRun]:
         """Run every pass of ``stage``; raises :class:`StepFailed` after marking the job failed."""
-        with tempfile.TemporaryDirectory(prefix="bookjob-") as scratch:
-            for pass_stage in PASSES[stage]:
-                self._run_pass(pass_stage, Path(scratch))
+        self.launcher = launcher()
+        try:
+            with tempfile.TemporaryDirectory(prefix="bookjob-") as scratch:
+                for pass_stage in PASSES[stage]:
+                    self._run_pass(pass_stage, Path(scratch))
+        finally:
+            self.launcher.close()
         return self.runs
 
     def _run_pass(self, pass_stage: str, scratch: Path) -> None:
@@ -106,7 +110,7 @@ class LocalEngine:
         name = f"{values['pass_stage']}-{step.name}" + (f"-{chunk.replace(',', '_')}" if chunk else "")
         started = time.perf_counter()
         for attempt in range(1, step.retries + 2):
-            done = subprocess.run(command, capture_output=True, text=True)
+            done = self.launcher.run(step.module, command[3:])
             if done.returncode in (0, EXIT_INPUT) or attempt > step.retries:
                 break
             self.progress(f"  ! {step.name} exited {done.returncode}, retrying ({attempt}/{step.retries})")
@@ -142,8 +146,7 @@ class LocalEngine:
                                     "templateName": step.name.replace("_", "-"), "phase": "Failed",
                                     "message": f"Error (exit code {run.exit_code})"}])
             values = {**self.params, "workflow_status": "Failed", "failures": failures}
-            command = [sys.executable, "-m", ON_EXIT.module, *ON_EXIT.argv(values)]
-            done = subprocess.run(command, capture_output=True, text=True)
+            done = self.launcher.run(ON_EXIT.module, ON_EXIT.argv(values))
             self._save_log(log_key(self.params["job_id"], "on_exit"), done.stdout + done.stderr)
             record = self._record()
         if record is not None and record.error is not None:

@@ -2,12 +2,15 @@
 
 The job becomes ``prepay_generating`` or ``postpay_generating``. The chunks (one per pod:
 ``"1,2,3"``) are written as a JSON list to ``--out``, which the local engine reads and Argo
-fans out over (``withParam``). ``--pages-per-task 0`` means one chunk for the whole stage.
+fans out over (``withParam``). ``--pages-per-task 0`` means one chunk for the whole stage (a
+pod each on a cluster); ``auto`` means one chunk per core of this machine (the local engine
+runs chunks in parallel, up to the cores).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -20,9 +23,21 @@ from steps.store import open_store
 GENERATING = {"prepay": Status.PREPAY_GENERATING, "postpay": Status.POSTPAY_GENERATING}
 
 
-def chunks(pages: list[int], pages_per_task: int) -> list[str]:
-    size = pages_per_task if pages_per_task > 0 else max(len(pages), 1)
+def chunks(pages: list[int], pages_per_task: int | str) -> list[str]:
+    if pages_per_task == "auto":
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        pages_per_task = -(-len(pages) // max(1, cores or 1))
+    size = int(pages_per_task) if int(pages_per_task) > 0 else max(len(pages), 1)
     return [",".join(map(str, pages[i:i + size])) for i in range(0, len(pages), size)]
+
+
+def per_task(text: str) -> int | str:
+    if text == "auto":
+        return text
+    value = int(text)
+    if value < 0:
+        raise ValueError(text)
+    return value
 
 
 def work(args) -> None:
@@ -54,7 +69,8 @@ def main() -> None:
     p = runner.parser("plan", __doc__.splitlines()[0])
     p.add_argument("--book", required=True)
     p.add_argument("--stage", choices=sorted(GENERATING), required=True)
-    p.add_argument("--pages-per-task", type=int, default=0)
+    p.add_argument("--pages-per-task", type=per_task, default=0,
+                   help="pages per chunk; 0: one chunk; auto: one chunk per core")
     p.add_argument("--randomize-seed", type=runner.boolean, default=False)
     p.add_argument("--out", help="file for the JSON list of chunks (default: stdout)")
     runner.run("plan", p.parse_args(), work)

@@ -166,18 +166,37 @@ def _block_css(index: int, b: TextBlock) -> str:
             f"font-weight:{b.font_weight};font-style:{b.font_style};text-align:{b.align}}}")
 
 
-def build_document(blocks: Sequence[TextBlock], size: tuple[int, int], fonts: Sequence[FontFile]) -> str:
-    """The HTML of one page's text layer: transparent body, one box per block, text escaped."""
+def page_parts(blocks: Sequence[TextBlock], size: tuple[int, int]) -> tuple[str, str]:
+    """One page's CSS and body HTML: one box per block, text escaped (never markup)."""
     w, h = size
-    css = [_font_face_css(i, f) for i, f in enumerate(fonts)]
-    css.append(f"html,body{{margin:0;padding:0;background:transparent;width:{w}px;height:{h}px;overflow:hidden}}")
-    css.append(".box{position:absolute;display:flex;flex-direction:column;overflow:hidden;box-sizing:border-box}")
-    css.append(".t{flex:none;margin:0;white-space:pre-wrap;overflow-wrap:anywhere;unicode-bidi:plaintext}")
+    css = [f"html,body{{margin:0;padding:0;background:transparent;width:{w}px;height:{h}px;overflow:hidden}}"]
     css += [_block_css(i, b) for i, b in enumerate(blocks)]
     body = "".join(f'<div class="box" id="b{i}"><div class="t" dir="auto">{html.escape(b.text, quote=True)}</div></div>'
                    for i, b in enumerate(blocks))
+    return "\n".join(css), body
+
+
+def shell_document(fonts: Sequence[FontFile], page_css: str = "", body: str = "") -> str:
+    """The document the renderer keeps open: the book's fonts and the shared CSS, with one
+    page's CSS and boxes swapped in per page (so fonts load once per step, not per page)."""
+    css = [_font_face_css(i, f) for i, f in enumerate(fonts)]
+    css.append(".box{position:absolute;display:flex;flex-direction:column;overflow:hidden;box-sizing:border-box}")
+    css.append(".t{flex:none;margin:0;white-space:pre-wrap;overflow-wrap:anywhere;unicode-bidi:plaintext}")
     return ('<!DOCTYPE html><html><head><meta charset="utf-8"><style>' + "\n".join(css)
-            + f"</style></head><body>{body}</body></html>")
+            + f'</style><style id="page">{page_css}</style></head><body>{body}</body></html>')
+
+
+def build_document(blocks: Sequence[TextBlock], size: tuple[int, int], fonts: Sequence[FontFile]) -> str:
+    """The HTML of one page's text layer as a whole document."""
+    return shell_document(fonts, *page_parts(blocks, size))
+
+
+SHELL_URL = f"{ORIGIN}/page.html"
+# Swaps one page's CSS and boxes into the open document (through Playwright, not a page script).
+_SWAP_JS = """([css, body]) => {
+  document.getElementById('page').textContent = css;
+  document.body.innerHTML = body;
+}"""
 
 
 # Runs in the page through Playwright (not as a page script): waits for the fonts, then
@@ -280,14 +299,16 @@ class TextRenderer:
         if self._viewport != size:
             self._page.set_viewport_size({"width": size[0], "height": size[1]})
             self._viewport = size
+        if self._page.url != SHELL_URL:  # first page (or the tab was taken elsewhere)
+            self._resources[SHELL_URL] = ("text/html; charset=utf-8",
+                                          shell_document(self.fonts).encode("utf-8", "replace"))
+            try:
+                self._page.goto(SHELL_URL, wait_until="load")
+            finally:
+                del self._resources[SHELL_URL]
         self._pages_loaded += 1
-        url = f"{ORIGIN}/page/{self._pages_loaded}.html"
-        document = build_document(blocks, size, self.fonts).encode("utf-8", "replace")
-        self._resources[url] = ("text/html; charset=utf-8", document)
-        try:
-            self._page.goto(url, wait_until="load")
-        finally:
-            del self._resources[url]
+        # The body's HTML is built from escaped text only (page_parts): no markup, no URLs.
+        self._page.evaluate(_SWAP_JS, list(page_parts(blocks, size)))
         result = self._page.evaluate(_FIT_JS, [[b.font_size_px, b.min_font_size] for b in blocks])
         if result["failed"]:
             raise FontLoadError(f"Chromium could not load the font(s) {sorted(set(result['failed']))}.")
