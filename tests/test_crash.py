@@ -141,13 +141,7 @@ def test_kill_at_a_named_point_then_rerun(book, reference, tmp_path, count, step
     env = {"BOOKJOB_KILL": f"{step}:{point}:{nth}", "BOOKJOB_KILL_SCOPE": "group"}
     code, err, _ = bookjob(command(book, job, str(root)), env=env)
     assert code == -signal.SIGKILL, err
-    count("kills_injected")
-    store = LocalStore(root)
-    check_visible_state(store, job)
-    code, err, _ = bookjob(command(book, job, str(root)))
-    assert code == 0 and "Traceback" not in err, err
-    check_finished_like_reference(store, job, reference)
-    count("kills_survived")
+    survive(book, root, job, reference, count)
 
 
 # (progress line, seconds after it): the whole run killed that far into the next step
@@ -159,6 +153,11 @@ def test_kill_the_whole_run_at_a_moment_then_rerun(book, reference, tmp_path, co
     root, job = tmp_path / "store", "timed"
     code, err, killed = bookjob(command(book, job, str(root)), kill_after=(after, delay))
     assert killed and code == -signal.SIGKILL, err
+    survive(book, root, job, reference, count)
+
+
+def survive(book, root, job: str, reference, count) -> None:
+    """After a kill: nothing half-written is visible, and a re-run finishes like the reference."""
     count("kills_injected")
     store = LocalStore(root)
     check_visible_state(store, job)
