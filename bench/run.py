@@ -198,9 +198,9 @@ def full_page_screenshot(renderer, background: Image.Image, blocks) -> Image.Ima
     css, body = page_parts(blocks, background.size)
     document = shell_document(renderer.fonts, css + f"body{{background:url({ORIGIN}/bg.png)}}", body)
     renderer._resources[f"{ORIGIN}/full.html"] = ("text/html", document.encode())
-    renderer._page.goto(f"{ORIGIN}/full.html", wait_until="load")
-    renderer._page.evaluate(_FIT_JS, [[b.font_size_px, b.min_font_size] for b in blocks])
-    shot = renderer._page.screenshot(type="png")
+    renderer.tab.goto(f"{ORIGIN}/full.html")
+    renderer.tab.evaluate(_FIT_JS, [[b.font_size_px, b.min_font_size] for b in blocks])
+    shot = renderer.tab.screenshot((0, 0, *background.size))
     return Image.open(io.BytesIO(shot)).convert("RGB")
 
 

@@ -1,7 +1,7 @@
 """Starting step programs on this machine.
 
 A step is ``python -m steps.<name> ARGS``. Starting a fresh interpreter and importing numpy,
-OpenCV, Pillow, pydantic and Playwright costs about half a second per step, which is most of
+OpenCV, Pillow, pydantic and boto3 costs about half a second per step, which is most of
 what a short step does. :class:`WarmLauncher` therefore runs the same module with the same
 arguments in a process forked from a warm interpreter that has those libraries imported
 already (multiprocessing's fork server: a clean single-threaded parent, so forking is safe).
@@ -23,7 +23,7 @@ from pathlib import Path
 # Imported once in the fork server; every step child starts with them loaded.
 PRELOAD = ["numpy", "PIL.Image", "PIL.PngImagePlugin", "yaml", "pydantic", "steps.job",
            "steps.manifest", "steps.images", "steps.store", "steps.runner", "steps.artifacts",
-           "boto3", "botocore.client", "cv2", "playwright.sync_api", "img2pdf"]
+           "boto3", "botocore.client", "cv2", "img2pdf"]
 
 
 @dataclass(frozen=True)

@@ -8,31 +8,25 @@ alpha-composite it onto the page with Pillow. The page image itself never enters
 Security: page scripts are disabled, every request is routed (the document and the book's
 fonts are served from memory under a fake origin, everything else is aborted and logged in
 :attr:`TextRenderer.blocked_requests`), text is HTML-escaped and CSS values come only from
-validated fields. Measuring uses Playwright's ``evaluate``, which works with page scripts off.
+validated fields. Measuring goes through the DevTools protocol (:mod:`steps.chromium`), which
+works with page scripts off.
 """
 
 from __future__ import annotations
 
 import html
 import math
-import os
 import re
-import shutil
-import sys
 from dataclasses import dataclass
 from io import BytesIO
-from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 from PIL import Image
 
+from steps.chromium import Browser, Tab, find_chromium  # noqa: F401 - find_chromium re-exported
+
 ORIGIN = "https://book.invalid"
-# --disable-dev-shm-usage: pods get a 64 MiB /dev/shm, too small for print-size pages.
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage"]
 FALLBACK_FONTS = '"Noto Sans", "Noto Naskh Arabic", "Noto Sans Arabic", "DejaVu Sans", sans-serif'
-NO_CHROMIUM = ("No Chromium found: install Debian's 'chromium' package or set BOOKJOB_CHROMIUM "
-               "to a Chromium executable.")
 
 _COLOR = re.compile(r"#(?:[0-9a-fA-F]{3,4}|[0-9a-fA-F]{6}|[0-9a-fA-F]{8})")
 _JUSTIFY = {"top": "flex-start", "middle": "safe center", "bottom": "safe flex-end"}
@@ -117,32 +111,6 @@ def _check_choice(what: str, value: str, allowed: Sequence[str]) -> None:
         raise ValueError(f"Unknown {what} {value!r}: expected one of {', '.join(allowed)}.")
 
 
-def _playwright_has_chromium() -> bool:
-    """Whether `playwright install chromium` put a browser in Playwright's cache (Linux, macOS)."""
-    base = os.environ.get("PLAYWRIGHT_BROWSERS_PATH", "")
-    if not base or base == "0":
-        cache = Path.home() / "Library" / "Caches" if sys.platform == "darwin" else Path.home() / ".cache"
-        base = str(Path(os.environ.get("XDG_CACHE_HOME", cache)) / "ms-playwright")
-    names = {"chrome", "chrome.exe", "Chromium.app", "Google Chrome for Testing.app"}
-    return any(p.name in names for p in Path(base).glob("chromium-*/chrome-*/*"))
-
-
-def find_chromium() -> str | None:
-    """The Chromium to launch: $BOOKJOB_CHROMIUM, else None for Playwright's own, else the system's."""
-    env = os.environ.get("BOOKJOB_CHROMIUM")
-    if env:
-        if not Path(env).is_file():
-            raise RuntimeError(f"BOOKJOB_CHROMIUM is set to {env!r}, but no such file exists.")
-        return env
-    if _playwright_has_chromium():
-        return None
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        found = shutil.which(name)
-        if found:
-            return found
-    raise RuntimeError(NO_CHROMIUM)
-
-
 def css_string(value: str) -> str:
     """A double-quoted CSS string; anything but letters, digits, space, '-' and '_' is hex-escaped."""
     return '"' + "".join(c if c.isalnum() or c in " -_" else f"\\{ord(c):x} " for c in value) + '"'
@@ -192,14 +160,14 @@ def build_document(blocks: Sequence[TextBlock], size: tuple[int, int], fonts: Se
 
 
 SHELL_URL = f"{ORIGIN}/page.html"
-# Swaps one page's CSS and boxes into the open document (through Playwright, not a page script).
+# Swaps one page's CSS and boxes into the open document (through the protocol, not a page script).
 _SWAP_JS = """([css, body]) => {
   document.getElementById('page').textContent = css;
   document.body.innerHTML = body;
 }"""
 
 
-# Runs in the page through Playwright (not as a page script): waits for the fonts, then
+# Runs in the page through the protocol (not as a page script): waits for the fonts, then
 # binary-searches each box's font size and leaves the box at the size found.
 _FIT_JS = """async (limits) => {
   const boxes = [...document.querySelectorAll('.box')];
@@ -243,7 +211,8 @@ def union_region(boxes: Sequence[tuple[int, int, int, int]], size: tuple[int, in
 class TextRenderer:
     """One headless Chromium for many pages. Use as a context manager.
 
-    Playwright's sync API allows one running instance per thread, so open one renderer at a time.
+    Entering starts Chromium and returns at once: the browser boots while the caller decodes
+    its first page, and the first page waits for it.
     """
 
     def __init__(self, fonts: Sequence[FontFile], executable_path: str | None = None) -> None:
@@ -254,62 +223,53 @@ class TextRenderer:
         self._resources = {_font_url(i, f): (font_kind(f.data)[1], f.data) for i, f in enumerate(self.fonts)}
         self._pages_loaded = 0
         self._viewport: tuple[int, int] | None = None
-        self._playwright: Any = None
-        self._browser: Any = None
-        self._page: Any = None
+        self._browser: Browser | None = None
+        self._tab: Tab | None = None
 
     def __enter__(self) -> "TextRenderer":
-        from playwright.sync_api import sync_playwright
-
-        exe = self.executable_path if self.executable_path is not None else find_chromium()
-        self._playwright = sync_playwright().start()
-        try:
-            self._browser = self._playwright.chromium.launch(executable_path=exe, headless=True, args=LAUNCH_ARGS)
-            context = self._browser.new_context(java_script_enabled=False, device_scale_factor=1,
-                                                service_workers="block", viewport={"width": 64, "height": 64})
-            context.route("**/*", self._handle_route)
-            self._page = context.new_page()
-        except BaseException:
-            self.__exit__(None, None, None)
-            raise
+        self._browser = Browser(self.executable_path, on_request=self._answer)
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._browser is not None:
             self._browser.close()
-        if self._playwright is not None:
-            self._playwright.stop()
-        self._playwright = self._browser = self._page = None
+        self._browser = self._tab = None
         self._viewport = None
 
-    def _handle_route(self, route: Any) -> None:
-        url = route.request.url
+    @property
+    def tab(self) -> Tab:
+        """The browser's tab (opened on first use)."""
+        if self._browser is None:
+            raise RuntimeError("TextRenderer must be used as a context manager ('with TextRenderer(...) as r').")
+        if self._tab is None:
+            self._tab = self._browser.open_tab()
+        return self._tab
+
+    def _answer(self, url: str) -> tuple[int, str, bytes] | None:
         if url in self._resources:
-            mime, body = self._resources[url]
             self.served_requests.append(url)
-            route.fulfill(status=200, content_type=mime, body=body)
-        else:
-            self.blocked_requests.append(url)
-            route.abort("blockedbyclient")
+            mime, body = self._resources[url]
+            return 200, mime, body
+        self.blocked_requests.append(url)
+        return None
 
     def _layout(self, blocks: Sequence[TextBlock], size: tuple[int, int]) -> list[float]:
         """Load the page's text layer at `size`, shrink every block to fit; the sizes used."""
-        if self._page is None:
-            raise RuntimeError("TextRenderer must be used as a context manager ('with TextRenderer(...) as r').")
+        tab = self.tab
         if self._viewport != size:
-            self._page.set_viewport_size({"width": size[0], "height": size[1]})
+            tab.set_viewport(*size)
             self._viewport = size
-        if self._page.url != SHELL_URL:  # first page (or the tab was taken elsewhere)
+        if tab.url != SHELL_URL:  # first page (or the tab was taken elsewhere)
             self._resources[SHELL_URL] = ("text/html; charset=utf-8",
                                           shell_document(self.fonts).encode("utf-8", "replace"))
             try:
-                self._page.goto(SHELL_URL, wait_until="load")
+                tab.goto(SHELL_URL)
             finally:
                 del self._resources[SHELL_URL]
         self._pages_loaded += 1
         # The body's HTML is built from escaped text only (page_parts): no markup, no URLs.
-        self._page.evaluate(_SWAP_JS, list(page_parts(blocks, size)))
-        result = self._page.evaluate(_FIT_JS, [[b.font_size_px, b.min_font_size] for b in blocks])
+        tab.evaluate(_SWAP_JS, list(page_parts(blocks, size)))
+        result = tab.evaluate(_FIT_JS, [[b.font_size_px, b.min_font_size] for b in blocks])
         if result["failed"]:
             raise FontLoadError(f"Chromium could not load the font(s) {sorted(set(result['failed']))}.")
         return [float(s) for s in result["sizes"]]
@@ -330,8 +290,7 @@ class TextRenderer:
         region = union_region([b.box for b in blocks], page.size)
         if region is not None:
             x0, y0, x1, y1 = region
-            png = self._page.screenshot(type="png", omit_background=True, animations="disabled",
-                                        clip={"x": x0, "y": y0, "width": x1 - x0, "height": y1 - y0})
+            png = self.tab.screenshot((x0, y0, x1 - x0, y1 - y0))
             with Image.open(BytesIO(png)) as layer:
                 patch = out.crop(region).convert("RGBA")
                 patch.alpha_composite(layer.convert("RGBA"))

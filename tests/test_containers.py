@@ -172,7 +172,7 @@ def _imports(modules: list[str], blocked: list[str]) -> subprocess.CompletedProc
 
 
 def test_steps_import_with_only_their_images_libraries():
-    """The CPU image has no torch/transformers, the GPU image no playwright: the steps each image
+    """The CPU image has no torch/transformers, the GPU image no Chromium: the steps each image
     runs must import without them (heavy imports happen inside the backend that needs them)."""
     steps = [*PIPELINE, ON_EXIT]
     cpu = [s.module for s in steps if s.resources == "cpu"]
@@ -180,7 +180,7 @@ def test_steps_import_with_only_their_images_libraries():
     assert cpu and gpu
     done = _imports(cpu, ["torch", "transformers"])
     assert done.stdout.strip() == "ok", done.stderr
-    done = _imports(gpu, ["playwright", "playwright.sync_api"])
+    done = _imports(gpu, ["steps.chromium", "steps.text"])
     assert done.stdout.strip() == "ok", done.stderr
     # and the block is real: importing torch fails under it
     assert _imports(["torch"], ["torch"]).returncode != 0

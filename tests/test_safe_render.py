@@ -56,7 +56,7 @@ def test_hostile_text_makes_no_request_and_renders_literally(renderer, case):
     assert renderer.blocked_requests[blocked:] == []
     assert all(u.startswith(ORIGIN + "/") for u in renderer.served_requests[served:])
     # the document holds exactly the text, as text: no element was made from it
-    dom = renderer._page.evaluate(
+    dom = renderer.tab.evaluate(
         f"() => [document.querySelector('.t').textContent, "
         f"document.querySelectorAll('{ELEMENTS}').length, document.querySelectorAll('style').length]")
     assert dom == [text, 0, 2]  # the renderer's own two style sheets, nothing from the text
@@ -66,7 +66,7 @@ def test_hostile_text_makes_no_request_and_renders_literally(renderer, case):
     url = f"{ORIGIN}/control.html"
     renderer._resources[url] = ("text/html", (markup or f"<body>{text}</body>").encode())
     try:
-        renderer._page.goto(url, wait_until="load")
+        renderer.tab.goto(url)
     finally:
         del renderer._resources[url]
     assert any(u.startswith(EVIL) for u in renderer.blocked_requests[blocked:]), renderer.blocked_requests

@@ -130,7 +130,7 @@ def test_hostile_name_makes_no_request_and_renders_literally(renderer):
 def test_blocked_requests_are_logged(renderer):
     # Control for the test above: a request the page does make is aborted and recorded.
     render(renderer, "Max")
-    renderer._page.evaluate("() => fetch('https://evil.example/probe').catch(() => 0)")
+    renderer.tab.evaluate("() => fetch('https://evil.example/probe').catch(() => 0)")
     assert "https://evil.example/probe" in renderer.blocked_requests
 
 
@@ -138,11 +138,11 @@ def test_page_scripts_are_off_but_measuring_works(renderer):
     url = f"{ORIGIN}/probe.html"
     renderer._resources[url] = ("text/html", b"<title>t</title><script>document.title = 'ran'</script>")
     try:
-        renderer._page.goto(url)
+        renderer.tab.goto(url)
     finally:
         del renderer._resources[url]
-    assert renderer._page.evaluate("() => document.title") == "t"
-    assert renderer._page.evaluate("() => 6 * 7") == 42
+    assert renderer.tab.evaluate("() => document.title") == "t"
+    assert renderer.tab.evaluate("() => 6 * 7") == 42
 
 
 def test_cyrillic_and_arabic_have_real_glyphs(renderer):
@@ -228,11 +228,19 @@ def test_find_chromium_honours_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("BOOKJOB_CHROMIUM", str(exe))
     assert find_chromium() == str(exe)
     monkeypatch.delenv("BOOKJOB_CHROMIUM")
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))  # no system browser
     monkeypatch.setenv("PLAYWRIGHT_BROWSERS_PATH", str(tmp_path))
-    assert find_chromium() not in (None, str(exe))  # no Playwright browser there: the system's
-    (tmp_path / "chromium-1" / "chrome-linux").mkdir(parents=True)
-    (tmp_path / "chromium-1" / "chrome-linux" / "chrome").write_text("")
-    assert find_chromium() is None  # Playwright's own browser: let Playwright launch it
+    with pytest.raises(RuntimeError, match="install Debian's 'chromium' package"):
+        find_chromium()
+    playwrights = tmp_path / "chromium-1" / "chrome-linux64" / "chrome"  # `playwright install chromium`
+    playwrights.parent.mkdir(parents=True)
+    playwrights.write_text("")
+    assert find_chromium() == str(playwrights)
+    (tmp_path / "bin").mkdir()
+    system = tmp_path / "bin" / "chromium"
+    system.write_text("")
+    system.chmod(0o755)
+    assert find_chromium() == str(system)  # the system's comes first
 
 
 def test_a_broken_book_font_fails_loudly(renderer):
