@@ -99,3 +99,33 @@ def test_load_page_resizes_and_png_carries_dpi(photo):
     assert again.size == (300, 200)
     assert tuple(round(v) for v in again.info["dpi"]) == (300, 300)
     assert np.array_equal(np.asarray(again), np.asarray(page))  # lossless
+
+
+def _png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+    chunks, at = [], 8
+    while at < len(data):
+        length = int.from_bytes(data[at:at + 4], "big")
+        chunks.append((data[at + 4:at + 8], data[at + 8:at + 8 + length]))
+        at += 12 + length
+    return chunks
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "RGBA", "P"])
+def test_print_png_is_lossless_valid_and_filtered_up(photo, mode):
+    import zlib
+
+    page = photo.convert(mode)
+    data = encode_png(page, 150)
+    with Image.open(io.BytesIO(data)) as checked:
+        checked.verify()  # every chunk's CRC, the pHYs we insert included
+    again = Image.open(io.BytesIO(data))
+    expected = page if mode in ("RGB", "L") else page.convert("RGB")
+    assert again.mode == expected.mode and np.array_equal(np.asarray(again), np.asarray(expected))
+    assert tuple(round(v) for v in again.info["dpi"]) == (150, 150)
+    chunks = _png_chunks(data)
+    assert [c[0] for c in chunks[:2]] == [b"IHDR", b"pHYs"] and chunks[-1][0] == b"IEND"
+    raw = zlib.decompress(b"".join(body for kind, body in chunks if kind == b"IDAT"))
+    row = 1 + page.width * len(expected.getbands())
+    assert {raw[i] for i in range(0, len(raw), row)} == {2}  # PNG filter type 2, "Up", on every row
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(encode_png(np.asarray(expected), 150)))),
+                          np.asarray(expected))  # arrays too
