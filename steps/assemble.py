@@ -39,8 +39,9 @@ def preview_page(png: bytes, book: Book) -> bytes:
     page = Image.open(io.BytesIO(png)).convert("RGB")
     width, height = book.output.page_size_px
     scale = PREVIEW_DPI / book.output.dpi
+    # reducing_gap: shrink by a whole factor first (cheap), then Lanczos for the rest.
     small = page.resize((max(1, round(width * scale)), max(1, round(height * scale))),
-                        Image.Resampling.LANCZOS)
+                        Image.Resampling.LANCZOS, reducing_gap=3.0)
     out = io.BytesIO()
     watermark(small).save(out, format="JPEG", quality=70, dpi=(PREVIEW_DPI, PREVIEW_DPI))
     return out.getvalue()

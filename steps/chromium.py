@@ -197,12 +197,13 @@ class Browser:
         return json.loads(message)
 
     def close(self) -> None:
-        """Ask Chromium to quit, kill it if it does not, and remove its profile."""
+        """Stop Chromium (SIGTERM: ~30 ms, a third of what Browser.close takes; nothing in its
+        throwaway profile needs saving), kill it if it does not stop, remove the profile."""
         if self._process.poll() is None:
+            self._process.terminate()
             try:
-                self.send("Browser.close")
                 self._process.wait(timeout=5)
-            except (BrowserError, subprocess.TimeoutExpired):
+            except subprocess.TimeoutExpired:
                 self._process.kill()
                 self._process.wait()
         for fd in (self._out, self._in):
@@ -270,5 +271,6 @@ class Tab:
         """PNG of the region (x, y, width, height), transparent where nothing is drawn."""
         x, y, width, height = clip
         result = self.call("Page.captureScreenshot", {
-            "format": "png", "clip": {"x": x, "y": y, "width": width, "height": height, "scale": 1}})
+            "format": "png", "clip": {"x": x, "y": y, "width": width, "height": height, "scale": 1},
+            "optimizeForSpeed": True})  # still lossless: faster zlib settings, larger PNG
         return base64.b64decode(result["data"])

@@ -215,9 +215,11 @@ class TextRenderer:
     its first page, and the first page waits for it.
     """
 
-    def __init__(self, fonts: Sequence[FontFile], executable_path: str | None = None) -> None:
+    def __init__(self, fonts: Sequence[FontFile], executable_path: str | None = None,
+                 browser: Browser | None = None) -> None:
         self.fonts = list(fonts)
         self.executable_path = executable_path
+        self.started_browser = browser  # one already running (and its tab open), to use and close
         self.served_requests: list[str] = []     # URLs answered from memory
         self.blocked_requests: list[str] = []    # URLs aborted: anything else the page asked for
         self._resources = {_font_url(i, f): (font_kind(f.data)[1], f.data) for i, f in enumerate(self.fonts)}
@@ -227,7 +229,12 @@ class TextRenderer:
         self._tab: Tab | None = None
 
     def __enter__(self) -> "TextRenderer":
-        self._browser = Browser(self.executable_path, on_request=self._answer)
+        if self.started_browser is not None:
+            self._browser, self.started_browser = self.started_browser, None
+            self._browser.on_request = self._answer
+            self._tab = self._browser.tab
+        else:
+            self._browser = Browser(self.executable_path, on_request=self._answer)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -283,16 +290,19 @@ class TextRenderer:
 
     def render(self, page: Image.Image, blocks: Sequence[TextBlock]) -> Image.Image:
         """A new RGB image: `page` with the blocks' text composited on it."""
-        out = page.convert("RGB")
+        return self.draw(page.convert("RGB"), blocks)
+
+    def draw(self, page: Image.Image, blocks: Sequence[TextBlock]) -> Image.Image:
+        """Composite the blocks' text onto the RGB image `page` itself (no copy); returns it."""
         if not blocks:
-            return out
+            return page
         self._layout(blocks, page.size)
         region = union_region([b.box for b in blocks], page.size)
         if region is not None:
             x0, y0, x1, y1 = region
             png = self.tab.screenshot((x0, y0, x1 - x0, y1 - y0))
             with Image.open(BytesIO(png)) as layer:
-                patch = out.crop(region).convert("RGBA")
+                patch = page.crop(region).convert("RGBA")
                 patch.alpha_composite(layer.convert("RGBA"))
-            out.paste(patch.convert("RGB"), (x0, y0))
-        return out
+            page.paste(patch.convert("RGB"), (x0, y0))
+        return page
