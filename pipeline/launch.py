@@ -17,13 +17,17 @@ import runpy
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-# Imported once in the fork server; every step child starts with them loaded.
+# Imported once in the fork server; every step child starts with them loaded. The CLI is there
+# because multiprocessing re-runs the parent's main script (for `bookjob`, an import of the CLI)
+# in each child; boto3 only when the store is on S3.
 PRELOAD = ["numpy", "PIL.Image", "PIL.PngImagePlugin", "yaml", "pydantic", "steps.job",
            "steps.manifest", "steps.images", "steps.store", "steps.runner", "steps.artifacts",
-           "boto3", "botocore.client", "cv2", "img2pdf"]
+           "cv2", "img2pdf", "pipeline.cli"]
+S3_PRELOAD = ["boto3", "botocore.client"]
 
 
 @dataclass(frozen=True)
@@ -49,41 +53,73 @@ def _step_main(module: str, argv: list[str], env: dict[str, str], out: str, err:
         sys.stderr.flush()
 
 
-class ExecLauncher:
-    """A fresh interpreter per step: ``python -m module args``."""
+class Started:
+    """A step process that has been started; :meth:`wait` for it."""
 
-    def run(self, module: str, argv: list[str]) -> Finished:
-        done = subprocess.run([sys.executable, "-m", module, *argv], capture_output=True, text=True)
-        return Finished(done.returncode, done.stdout, done.stderr)
+    def __init__(self, wait: Callable[[], int], out: str, err: str) -> None:
+        self._wait, self.out, self.err = wait, out, err
 
-    def close(self) -> None:
-        pass
-
-
-class WarmLauncher:
-    """Steps forked from a fork server that has the heavy libraries imported."""
-
-    def __init__(self) -> None:
-        self.context = multiprocessing.get_context("forkserver")
-        self.context.set_forkserver_preload(PRELOAD)
-        self.scratch = tempfile.TemporaryDirectory(prefix="bookjob-steps-")
-
-    def run(self, module: str, argv: list[str]) -> Finished:
-        out = tempfile.NamedTemporaryFile(dir=self.scratch.name, suffix=".out", delete=False).name
-        err = out.removesuffix(".out") + ".err"
-        process = self.context.Process(target=_step_main,
-                                       args=(module, argv, dict(os.environ), out, err))
-        process.start()
-        process.join()
+    def wait(self) -> Finished:
+        code = self._wait()
         texts = []
-        for path in (out, err):
+        for path in (self.out, self.err):
             texts.append(Path(path).read_text(errors="replace") if Path(path).exists() else "")
             Path(path).unlink(missing_ok=True)
-        return Finished(process.exitcode if process.exitcode is not None else 1, *texts)
+        return Finished(code, *texts)
+
+
+class _Launcher:
+    def __init__(self) -> None:
+        self.scratch = tempfile.TemporaryDirectory(prefix="bookjob-steps-")
+
+    def _outputs(self) -> tuple[str, str]:
+        out = tempfile.NamedTemporaryFile(dir=self.scratch.name, suffix=".out", delete=False).name
+        return out, out.removesuffix(".out") + ".err"
+
+    def start(self, module: str, argv: list[str], env: dict[str, str] | None = None) -> Started:
+        raise NotImplementedError
+
+    def run(self, module: str, argv: list[str], env: dict[str, str] | None = None) -> Finished:
+        return self.start(module, argv, env).wait()
 
     def close(self) -> None:
         self.scratch.cleanup()
 
 
-def launcher() -> ExecLauncher | WarmLauncher:
-    return ExecLauncher() if os.environ.get("BOOKJOB_LAUNCH") == "exec" else WarmLauncher()
+class ExecLauncher(_Launcher):
+    """A fresh interpreter per step: ``python -m module args``."""
+
+    def start(self, module: str, argv: list[str], env: dict[str, str] | None = None) -> Started:
+        out, err = self._outputs()
+        with open(out, "wb") as stdout, open(err, "wb") as stderr:
+            process = subprocess.Popen([sys.executable, "-m", module, *argv], stdout=stdout,
+                                       stderr=stderr, env={**os.environ, **(env or {})})
+        return Started(process.wait, out, err)
+
+
+class WarmLauncher(_Launcher):
+    """Steps forked from a fork server that has the heavy libraries imported."""
+
+    def __init__(self, preload: list[str]) -> None:
+        super().__init__()
+        self.context = multiprocessing.get_context("forkserver")
+        self.context.set_forkserver_preload(preload)
+
+    def start(self, module: str, argv: list[str], env: dict[str, str] | None = None) -> Started:
+        out, err = self._outputs()
+        process = self.context.Process(target=_step_main,
+                                       args=(module, argv, {**os.environ, **(env or {})}, out, err))
+        process.start()
+
+        def wait() -> int:
+            process.join()
+            return process.exitcode if process.exitcode is not None else 1
+        return Started(wait, out, err)
+
+
+def launcher(s3: bool = False) -> ExecLauncher | WarmLauncher:
+    """Warm unless ``BOOKJOB_LAUNCH=exec``, or the main script cannot be re-run (``python -``)."""
+    main = getattr(sys.modules.get("__main__"), "__file__", None)
+    if os.environ.get("BOOKJOB_LAUNCH") == "exec" or (main is not None and not Path(main).is_file()):
+        return ExecLauncher()
+    return WarmLauncher(PRELOAD + (S3_PRELOAD if s3 else []))

@@ -2,7 +2,10 @@
 
 Each step runs as the same command Argo runs in its pod (``python -m steps.<name> …``), in
 dependency order; the per-chunk steps of a pass run as one chain per chunk, chunks in
-parallel up to the number of cores. Transient failures are retried as the spec says;
+parallel up to the number of cores. When a core would be left idle (fewer chunks than cores),
+each step of a chain is started while the one before it runs and waits for the go-ahead
+(:data:`steps.runner.GO_FILE`), so its start-up (the render step's browser) runs on that core
+meanwhile; with every core busy it would only compete with the work. Transient failures are retried as the spec says;
 exit code 3 (bad input) is not. A step's output goes to ``jobs/{job_id}/logs/`` in the store.
 """
 
@@ -13,18 +16,19 @@ import os
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.launch import launcher
+from pipeline.launch import Started, launcher
 from pipeline.spec import ON_EXIT, PASSES, Step, steps_for
 from steps.errors import EXIT_INPUT
 from steps.job import JobNotFound, JobRecord, Status, read_job
-from steps.runner import TIMING_PREFIX
+from steps.runner import GO_FILE, TIMING_PREFIX
 from steps.artifacts import UNCHANGED
-from steps.store import Store, StoreError, log_key
+from steps.store import S3Store, Store, StoreError, log_key
 
 Progress = Callable[[str], None]
 FAILED = (Status.ANALYSIS_FAILED, Status.GENERATION_FAILED)
@@ -46,6 +50,28 @@ class StepRun:
     @property
     def label(self) -> str:
         return f"{self.stage}/{self.step}" + (f"[{self.chunk}]" if self.chunk else "")
+
+
+class EarlyStart:
+    """A step started before the step it follows has finished; it waits for :meth:`go`."""
+
+    def __init__(self, launcher, step: Step, values: dict[str, str], scratch: Path) -> None:
+        self.path = scratch / f"go-{uuid.uuid4().hex}"
+        self.started: Started = launcher.start(step.module, step.argv(values),
+                                               {GO_FILE: str(self.path)})
+
+    def _say(self, word: str) -> None:
+        temporary = self.path.with_suffix(".tmp")
+        temporary.write_text(word)
+        temporary.replace(self.path)  # the step never reads half a word
+
+    def go(self) -> Started:
+        self._say("go")
+        return self.started
+
+    def cancel(self) -> None:
+        self._say("stop")
+        self.started.wait()
 
 
 class StepFailed(Exception):
@@ -74,7 +100,7 @@ class LocalEngine:
 
     def run(self, stage: str) -> list[StepRun]:
         """Run every pass of ``stage``; raises :class:`StepFailed` after marking the job failed."""
-        self.launcher = launcher()
+        self.launcher = launcher(s3=isinstance(self.store, S3Store))
         try:
             with tempfile.TemporaryDirectory(prefix="bookjob-") as scratch:
                 for pass_stage in PASSES[stage]:
@@ -84,6 +110,7 @@ class LocalEngine:
         return self.runs
 
     def _run_pass(self, pass_stage: str, scratch: Path) -> None:
+        self.scratch = scratch
         values = {**self.params, "pass_stage": pass_stage, "export_dir": "",
                   "chunks_file": str(scratch / f"{pass_stage}-chunks.json")}
         ordered = steps_for(pass_stage)
@@ -97,20 +124,36 @@ class LocalEngine:
             self._run_step(step, values, None)
 
     def _run_chunks(self, chain: list[Step], chunks: list[str], values: dict[str, str]) -> None:
+        spare_core = len(chunks) < self.workers
+
         def one_chunk(pages: str) -> None:
-            for step in chain:
-                self._run_step(step, {**values, "pages": pages}, pages)
+            chunk_values = {**values, "pages": pages}
+            early = None
+            for i, step in enumerate(chain):
+                following = (EarlyStart(self.launcher, chain[i + 1], chunk_values, self.scratch)
+                             if spare_core and i + 1 < len(chain) else None)
+                try:
+                    self._run_step(step, chunk_values, pages, early)
+                except BaseException:
+                    if following is not None:
+                        following.cancel()
+                    raise
+                early = following
 
         with ThreadPoolExecutor(max_workers=max(1, min(self.workers, len(chunks)))) as pool:
             for future in [pool.submit(one_chunk, c) for c in chunks]:
                 future.result()
 
-    def _run_step(self, step: Step, values: dict[str, str], chunk: str | None) -> StepRun:
+    def _run_step(self, step: Step, values: dict[str, str], chunk: str | None,
+                  early: EarlyStart | None = None) -> StepRun:
         command = [sys.executable, "-m", step.module, *step.argv(values)]
         name = f"{values['pass_stage']}-{step.name}" + (f"-{chunk.replace(',', '_')}" if chunk else "")
         started = time.perf_counter()
         for attempt in range(1, step.retries + 2):
-            done = self.launcher.run(step.module, command[3:])
+            if attempt == 1 and early is not None:
+                done = early.go().wait()
+            else:
+                done = self.launcher.run(step.module, command[3:])
             if done.returncode in (0, EXIT_INPUT) or attempt > step.retries:
                 break
             self.progress(f"  ! {step.name} exited {done.returncode}, retrying ({attempt}/{step.retries})")

@@ -4,7 +4,9 @@ The job becomes ``prepay_generating`` or ``postpay_generating``. The chunks (one
 ``"1,2,3"``) are written as a JSON list to ``--out``, which the local engine reads and Argo
 fans out over (``withParam``). ``--pages-per-task 0`` means one chunk for the whole stage (a
 pod each on a cluster); ``auto`` means one chunk per core of this machine (the local engine
-runs chunks in parallel, up to the cores).
+runs chunks in parallel, up to the cores), but no chunk under :data:`AUTO_MIN_PAGES` pages:
+each chunk pays for its own processes and browser (about 0.6 s of CPU here), which a chunk of
+one to three pages does not win back by running beside another (`make bench`).
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ from steps.manifest import load_book
 from steps.store import open_store
 
 GENERATING = {"prepay": Status.PREPAY_GENERATING, "postpay": Status.POSTPAY_GENERATING}
+AUTO_MIN_PAGES = 4
 
 
 def chunks(pages: list[int], pages_per_task: int | str) -> list[str]:
     if pages_per_task == "auto":
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        pages_per_task = -(-len(pages) // max(1, cores or 1))
+        count = max(1, min(cores or 1, len(pages) // AUTO_MIN_PAGES))
+        pages_per_task = -(-len(pages) // count)
     size = int(pages_per_task) if int(pages_per_task) > 0 else max(len(pages), 1)
     return [",".join(map(str, pages[i:i + size])) for i in range(0, len(pages), size)]
 

@@ -66,7 +66,10 @@ def page_inputs(background: bytes, blocks: list, fonts: list, dpi: int) -> str:
         [[f.family, f.weight, f.style, hashlib.sha256(f.data).hexdigest()] for f in fonts], dpi)
 
 
-def render_pages(store: Store, job_id: str, loaded: LoadedBook, pages: list[int]) -> list:
+def render_pages(store: Store, job_id: str, loaded: LoadedBook, pages: list[int],
+                 browser=None) -> list:
+    """The chunk's final pages; ``browser``: a Chromium already started (else one is started
+    when a page needs text set)."""
     from steps.text import FontLoadError, TextRenderer
 
     record = read_job(store, job_id)
@@ -84,11 +87,13 @@ def render_pages(store: Store, job_id: str, loaded: LoadedBook, pages: list[int]
         else:
             todo.append((num, background, blocks, inputs))
     # Chromium only starts when a page has text to set.
-    with (TextRenderer(fonts) if any(t[2] for t in todo) else contextlib.nullcontext()) as renderer:
+    needed = any(t[2] for t in todo)
+    with (TextRenderer(fonts, browser=browser) if needed else contextlib.nullcontext()) as renderer:
         for num, background, blocks, inputs in todo:
-            page = Image.open(io.BytesIO(background)).convert("RGB")
+            page = Image.open(io.BytesIO(background))
+            page = page.convert("RGB") if page.mode != "RGB" else page
             try:
-                final = renderer.render(page, blocks) if blocks else page
+                final = renderer.draw(page, blocks) if blocks else page
             except FontLoadError as e:
                 raise InputError("bad_font", f"{str(e).rstrip('.')} for book {book.id}; replace "
                                              "the font files with working TTF, OTF, WOFF or WOFF2 "
@@ -101,11 +106,25 @@ def render_pages(store: Store, job_id: str, loaded: LoadedBook, pages: list[int]
     return made
 
 
-def work(args) -> None:
+def start_browser():
+    """Warm-up when the local engine starts this step early: Chromium boots (about half a
+    second) while the chunk's backgrounds are still being made."""
+    from steps.chromium import Browser
+
+    browser = Browser()
+    try:
+        browser.open_tab()
+    except BaseException:
+        browser.close()
+        raise
+    return browser
+
+
+def work(args, browser=None) -> None:
     store = open_store(args.store)
     loaded = load_book(args.book)
     pages = runner.parse_pages(args.pages)
-    made = render_pages(store, args.job_id, loaded, pages)
+    made = render_pages(store, args.job_id, loaded, pages, browser)
     artifacts.record(store, args.job_id, made)
     artifacts.export(args.export, made, store)
 
@@ -115,7 +134,7 @@ def main() -> None:
     p.add_argument("--book", required=True)
     p.add_argument("--pages", required=True, help="page numbers of the chunk, e.g. 1,2,3")
     p.add_argument("--export", default="", help="also copy the pages to this folder")
-    runner.run("render", p.parse_args(), work)
+    runner.run("render", p.parse_args(), work, warm_up=start_browser)
 
 
 if __name__ == "__main__":

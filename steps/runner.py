@@ -5,16 +5,23 @@ exits with code 3 (never retried). A store that cannot be reached is one line an
 anything else is a crash: the traceback goes to the step's log (stderr) and the exit code is 1.
 The engines retry both. Each step reports its own work time on stderr as one
 ``bookjob-timing`` line, for the benchmarks.
+
+The local engine may start a step of a chunk while the step before it still runs, with
+``$BOOKJOB_GO_FILE`` set: the step then warms up (the render step boots its browser) and waits
+until that file says ``go`` (or ``stop``: the step before it failed, so it exits doing nothing).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import traceback
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 from steps import faults
 from steps.errors import EXIT_FAILURE, EXIT_INPUT, EXIT_OK, InputError
@@ -22,6 +29,7 @@ from steps.job import JobNotFound, JOB_ID, mark_failed
 from steps.store import StoreError, open_store
 
 TIMING_PREFIX = "bookjob-timing "
+GO_FILE = "BOOKJOB_GO_FILE"
 
 
 def parser(step: str, description: str) -> argparse.ArgumentParser:
@@ -41,13 +49,46 @@ def parse_pages(text: str) -> list[int]:
     return [int(n) for n in text.split(",") if n.strip()]
 
 
-def run(step: str, args: argparse.Namespace, work: Callable[[argparse.Namespace], None]) -> None:
-    """Run a step's work and exit with the code the engines understand."""
+def wait_for_go(path: str, parent: int, poll_s: float = 0.005) -> bool:
+    """True once ``path`` says ``go``; False if it says anything else, or if the engine is gone
+    (this process was orphaned by ``parent``, or the engine's scratch folder was removed)."""
+    while True:
+        try:
+            return Path(path).read_text() == "go"
+        except FileNotFoundError:
+            if os.getppid() != parent or not Path(path).parent.is_dir():
+                return False
+            time.sleep(poll_s)
+
+
+def run(step: str, args: argparse.Namespace, work: Callable[..., None],
+        warm_up: Callable[[], Any] | None = None) -> None:
+    """Run a step's work and exit with the code the engines understand.
+
+    With ``warm_up``, ``work(args, warm)`` gets what it made (it must have a ``close()``) when
+    the engine started the step early, else None; a warm-up that fails is simply not used.
+    """
+    parent = os.getppid()
+    warm = None
+    go = os.environ.pop(GO_FILE, "")
+    if go:
+        if warm_up is not None:
+            try:
+                warm = warm_up()
+            except Exception:  # noqa: BLE001 - the work starts its own and reports properly
+                warm = None
+        if not wait_for_go(go, parent):
+            if warm is not None:
+                warm.close()
+            sys.exit(EXIT_OK)
     started = time.perf_counter()
     code = EXIT_OK
     faults.arm(step)
     try:
-        work(args)
+        if warm_up is None:
+            work(args)
+        else:
+            work(args, warm)
     except InputError as e:
         code = EXIT_INPUT
         print(f"error: {e.message}", file=sys.stderr)
@@ -62,6 +103,9 @@ def run(step: str, args: argparse.Namespace, work: Callable[[argparse.Namespace]
     except Exception:  # noqa: BLE001 - a crash is reported and retried, never swallowed
         code = EXIT_FAILURE
         traceback.print_exc()
+    finally:
+        if warm is not None:
+            warm.close()
     timing = {"step": step, "work_s": round(time.perf_counter() - started, 4), "exit": code}
     print(TIMING_PREFIX + json.dumps(timing), file=sys.stderr, flush=True)
     sys.exit(code)

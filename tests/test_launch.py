@@ -1,0 +1,126 @@
+"""Starting steps early: a step launched with $BOOKJOB_GO_FILE warms up, waits for the go-ahead,
+and does nothing at all when told to stop or when its engine is gone. Real step processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline.launch import ExecLauncher, WarmLauncher, launcher
+from steps.plan import AUTO_MIN_PAGES, chunks
+from steps.runner import GO_FILE, TIMING_PREFIX
+from tests.conftest import ROOT
+
+
+def chromium_children(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        for task in Path(f"/proc/{current}/task").glob("*/children"):
+            try:
+                kids = [int(k) for k in task.read_text().split()]
+            except OSError:
+                continue
+            todo += kids
+            for kid in kids:
+                try:
+                    if "chrom" in Path(f"/proc/{kid}/comm").read_text():
+                        found.append(kid)
+                except OSError:
+                    pass
+    return found
+
+
+def render_step(go: Path, store: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "steps.render", "--store", str(store), "--job-id", "nobody-1",
+         "--book", str(ROOT / "pipeline" / "demo" / "book"), "--pages", "1"],
+        env={**os.environ, GO_FILE: str(go)}, cwd=ROOT, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+
+
+def say(go: Path, word: str) -> None:
+    go.with_suffix(".tmp").write_text(word)
+    go.with_suffix(".tmp").replace(go)
+
+
+def test_a_step_told_to_stop_does_nothing(tmp_path):
+    go = tmp_path / "go"
+    step = render_step(go, tmp_path / "store")
+    deadline = time.monotonic() + 30
+    while not chromium_children(step.pid):  # warming up: its browser starts before the go-ahead
+        assert step.poll() is None and time.monotonic() < deadline, step.communicate()
+        time.sleep(0.05)
+    say(go, "stop")
+    out, err = step.communicate(timeout=30)
+    assert step.returncode == 0
+    assert TIMING_PREFIX not in err and out == ""  # the work never began
+    assert not (tmp_path / "store").exists()
+
+
+def test_a_step_told_to_go_does_its_work(tmp_path):
+    go = tmp_path / "go"
+    step = render_step(go, tmp_path / "store")
+    time.sleep(0.5)
+    assert step.poll() is None  # still waiting
+    say(go, "go")
+    _, err = step.communicate(timeout=60)
+    # the work ran (and met a job that does not exist: a crash for the engines to retry)
+    assert TIMING_PREFIX in err and step.returncode == 1
+    assert "nobody-1" in err
+
+
+def test_an_orphaned_step_gives_up(tmp_path):
+    """If the engine dies before the go-ahead, the waiting step exits instead of waiting forever."""
+    go, pid_file = tmp_path / "go", tmp_path / "pid"
+    parent = subprocess.run(
+        [sys.executable, "-c",
+         "import os, subprocess, sys\n"
+         f"p = subprocess.Popen([sys.executable, '-m', 'steps.render', '--store', {str(tmp_path)!r},"
+         f" '--job-id', 'nobody-1', '--book', {str(ROOT / 'pipeline/demo/book')!r}, '--pages', '1'],"
+         f" env={{**os.environ, {GO_FILE!r}: {str(go)!r}}}, cwd={str(ROOT)!r})\n"
+         f"open({str(pid_file)!r}, 'w').write(str(p.pid))\n"
+         "import time; time.sleep(3)\n"  # the step is up and waiting; now the engine dies
+         "os._exit(0)\n"], timeout=30)
+    assert parent.returncode == 0
+    child = int(pid_file.read_text())
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            state = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            break
+        if state == "Z":
+            break
+        assert time.monotonic() < deadline, "the orphaned step is still waiting"
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("kind", ["warm", "exec"])
+def test_launchers_start_and_wait(kind, tmp_path, monkeypatch):
+    if kind == "exec":
+        monkeypatch.setenv("BOOKJOB_LAUNCH", "exec")
+    chosen = launcher()
+    assert isinstance(chosen, WarmLauncher if kind == "warm" else ExecLauncher)
+    try:
+        started = chosen.start("steps.plan", ["--help"], {"BOOKJOB_PROBE": "1"})
+        done = started.wait()
+        assert done.returncode == 0 and "--pages-per-task" in done.stdout
+        assert chosen.run("steps.plan", ["--no-such-flag"]).returncode == 2
+    finally:
+        chosen.close()
+
+
+def test_auto_chunks_are_one_per_core_but_never_tiny(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _: {0, 1}, raising=False)
+    assert AUTO_MIN_PAGES == 4
+    assert chunks([1, 2, 3], "auto") == ["1,2,3"]          # too few pages to split
+    assert chunks(list(range(4, 8)), "auto") == ["4,5,6,7"]
+    assert chunks(list(range(1, 9)), "auto") == ["1,2,3,4", "5,6,7,8"]
+    assert len(chunks(list(range(1, 25)), "auto")) == 2    # never more than the cores
+    assert chunks([1, 2, 3], 0) == ["1,2,3"] and chunks([1, 2, 3], 2) == ["1,2", "3"]
