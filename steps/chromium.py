@@ -64,19 +64,20 @@ def _playwright_chromium() -> str | None:
 
 
 def find_chromium() -> str:
-    """The Chromium to launch: $BOOKJOB_CHROMIUM, else the system's, else Playwright's own."""
+    """The Chromium to launch: $BOOKJOB_CHROMIUM, else Playwright's own if one is installed,
+    else the system's."""
     env = os.environ.get("BOOKJOB_CHROMIUM")
     if env:
         if not Path(env).is_file():
             raise RuntimeError(f"BOOKJOB_CHROMIUM is set to {env!r}, but no such file exists.")
         return env
+    found = _playwright_chromium()
+    if found:
+        return found
     for name in ("chromium", "chromium-browser", "google-chrome"):
         found = shutil.which(name)
         if found:
             return found
-    found = _playwright_chromium()
-    if found:
-        return found
     raise RuntimeError(NO_CHROMIUM)
 
 

@@ -232,15 +232,15 @@ def test_find_chromium_honours_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("PLAYWRIGHT_BROWSERS_PATH", str(tmp_path))
     with pytest.raises(RuntimeError, match="install Debian's 'chromium' package"):
         find_chromium()
-    playwrights = tmp_path / "chromium-1" / "chrome-linux64" / "chrome"  # `playwright install chromium`
-    playwrights.parent.mkdir(parents=True)
-    playwrights.write_text("")
-    assert find_chromium() == str(playwrights)
     (tmp_path / "bin").mkdir()
     system = tmp_path / "bin" / "chromium"
     system.write_text("")
     system.chmod(0o755)
-    assert find_chromium() == str(system)  # the system's comes first
+    assert find_chromium() == str(system)  # no Playwright browser: the system's
+    playwrights = tmp_path / "chromium-1" / "chrome-linux64" / "chrome"  # `playwright install chromium`
+    playwrights.parent.mkdir(parents=True)
+    playwrights.write_text("")
+    assert find_chromium() == str(playwrights)  # Playwright's own, where one is installed
 
 
 def test_a_broken_book_font_fails_loudly(renderer):
