@@ -128,7 +128,7 @@ JobIdOpt = Annotated[Optional[str], typer.Option(
 SeedOpt = Annotated[bool, typer.Option("--randomize-seed", help="New random seeds for generation.")]
 ChunkOpt = Annotated[str, typer.Option(
     "--pages-per-task", help="Pages per chunk (one process/pod each): a number, 0 (one chunk per "
-                             "stage) or auto (one chunk per core).")]
+                             "stage) or auto (one chunk per core, at least 4 pages each).")]
 class Analyzer(str, Enum):
     heuristic = "heuristic"
     qwen2_vl = "qwen2-vl"

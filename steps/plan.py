@@ -74,7 +74,8 @@ def main() -> None:
     p.add_argument("--book", required=True)
     p.add_argument("--stage", choices=sorted(GENERATING), required=True)
     p.add_argument("--pages-per-task", type=per_task, default=0,
-                   help="pages per chunk; 0: one chunk; auto: one chunk per core")
+                   help="pages per chunk; 0: one chunk; auto: one chunk per core, at least "
+                        f"{AUTO_MIN_PAGES} pages each")
     p.add_argument("--randomize-seed", type=runner.boolean, default=False)
     p.add_argument("--out", help="file for the JSON list of chunks (default: stdout)")
     runner.run("plan", p.parse_args(), work)

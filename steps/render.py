@@ -1,10 +1,11 @@
 """Step ``render``: the text layers of each page of a chunk, set over its background.
 
-One Chromium per step (driven over the DevTools protocol), the book's fonts via ``@font-face``, every value escaped,
-text shrunk to fit its box. The page's own scripts and the network are off: only the book's
-fonts are served. Writes ``layout/{job_id}/pages/page_XX.png`` with the book's DPI. A page
-whose inputs are unchanged since it was made is kept (``page 3: unchanged, skipped``), and
-Chromium only starts if some page still needs text set.
+One Chromium per step (driven over the DevTools protocol), the book's fonts via
+``@font-face``, every value escaped, text shrunk to fit its box. The page's own scripts and the
+network are off: only the book's fonts are served. Writes ``layout/{job_id}/pages/page_XX.png``
+with the book's DPI. A page whose inputs are unchanged since it was made is kept (``page 3:
+unchanged, skipped``), and Chromium only starts if some page still needs text set — unless the
+local engine started the step early, when it boots before the go-ahead (see steps.runner).
 """
 
 from __future__ import annotations
