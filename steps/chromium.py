@@ -185,16 +185,19 @@ class Browser:
                 "body": base64.b64encode(body).decode()}, session)
 
     def _receive(self, deadline: float, waiting_for: str) -> dict:
-        while b"\0" not in self._buffer:
+        """The next message; a screenshot's arrives in many reads, joined once at its end."""
+        parts = [self._buffer]
+        while b"\0" not in parts[-1]:
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([self._in], [], [], left)[0]:
+                self._buffer = b"".join(parts)
                 raise BrowserError(f"Chromium did not answer {waiting_for} within {self.timeout_s:g} s.")
             chunk = os.read(self._in, 1 << 20)
             if not chunk:
                 raise BrowserError(f"Chromium exited (code {self._process.poll()}) while we waited "
                                    f"for {waiting_for}; it may have run out of memory.")
-            self._buffer += chunk
-        message, self._buffer = self._buffer.split(b"\0", 1)
+            parts.append(chunk)
+        message, self._buffer = b"".join(parts).split(b"\0", 1)
         return json.loads(message)
 
     def close(self) -> None:
