@@ -108,8 +108,20 @@ def load_page(data: bytes, size: tuple[int, int], what: str = "page image") -> I
     return image
 
 
-def encode_png(image: Image.Image | np.ndarray, dpi: int) -> bytes:
-    """A lossless PNG of an RGB (or grayscale) page, with the DPI in its pHYs chunk.
+def decode_own_png(data: bytes) -> np.ndarray:
+    """A PNG bookjob wrote itself (a page background) as an OpenCV BGR array. Uploads and book
+    files are not for this: they go through :func:`load_photo` and :func:`load_page`."""
+    import cv2
+
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError("OpenCV could not decode the PNG.")
+    return image
+
+
+def encode_png(image: Image.Image | np.ndarray, dpi: int, bgr: bool = False) -> bytes:
+    """A lossless PNG of an RGB (or grayscale) page, with the DPI in its pHYs chunk; ``bgr``:
+    the array is in OpenCV's channel order already (no copy made).
 
     libpng through OpenCV at zlib level 1 with the Up filter on every row. Pillow tries all five
     PNG filters on each row, which is most of its encoding time; one fixed filter is 3-5x
@@ -122,7 +134,7 @@ def encode_png(image: Image.Image | np.ndarray, dpi: int) -> bytes:
         array = np.array(image if image.mode in ("RGB", "L") else image.convert("RGB"))
         if array.ndim == 3:
             cv2.cvtColor(array, cv2.COLOR_RGB2BGR, dst=array)  # our own copy: swap in place
-    elif image.ndim == 3:
+    elif image.ndim == 3 and not bgr:
         array = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
     else:
         array = image

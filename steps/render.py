@@ -12,17 +12,26 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import sys
 
+import numpy as np
 from PIL import Image
 
 from steps import artifacts, runner
 from steps.errors import InputError
-from steps.images import encode_png
+from steps.images import decode_own_png, encode_png
 from steps.job import JobRecord, read_job
 from steps.manifest import LoadedBook, Page, fill, load_book
 from steps.store import Store, open_store, page_bg_key, page_key
+
+
+def composite(page: np.ndarray, region: tuple[int, int, int, int], layer: Image.Image) -> None:
+    """Alpha-composite the RGBA ``layer`` over ``region`` of the BGR ``page``, in place (with
+    Pillow's arithmetic, as :meth:`steps.text.TextRenderer.draw` does)."""
+    x0, y0, x1, y1 = region
+    patch = Image.fromarray(np.ascontiguousarray(page[y0:y1, x0:x1, ::-1])).convert("RGBA")
+    patch.alpha_composite(layer)
+    page[y0:y1, x0:x1] = np.asarray(patch.convert("RGB"))[:, :, ::-1]
 
 
 def child_values(record: JobRecord) -> dict[str, str]:
@@ -91,16 +100,19 @@ def render_pages(store: Store, job_id: str, loaded: LoadedBook, pages: list[int]
     needed = any(t[2] for t in todo)
     with (TextRenderer(fonts, browser=browser) if needed else contextlib.nullcontext()) as renderer:
         for num, background, blocks, inputs in todo:
-            page = Image.open(io.BytesIO(background))
-            page = page.convert("RGB") if page.mode != "RGB" else page
+            # OpenCV's BGR array: decoded and encoded without Pillow's repacking of whole pages
+            page = decode_own_png(background)
             try:
-                final = renderer.draw(page, blocks) if blocks else page
+                drawn = renderer.text_layer(blocks, (page.shape[1], page.shape[0])) if blocks else None
             except FontLoadError as e:
                 raise InputError("bad_font", f"{str(e).rstrip('.')} for book {book.id}; replace "
                                              "the font files with working TTF, OTF, WOFF or WOFF2 "
                                              "files.") from None
+            if drawn is not None:
+                composite(page, *drawn)
             made.append(artifacts.put(store, page_key(job_id, num),
-                                      encode_png(final, book.output.dpi), "page_png", num, inputs))
+                                      encode_png(page, book.output.dpi, bgr=True), "page_png", num,
+                                      inputs))
         if renderer is not None and renderer.blocked_requests:
             print(f"render: blocked {len(renderer.blocked_requests)} request(s) that were not the "
                   f"book's: {', '.join(renderer.blocked_requests[:5])}", file=sys.stderr)

@@ -294,15 +294,25 @@ class TextRenderer:
 
     def draw(self, page: Image.Image, blocks: Sequence[TextBlock]) -> Image.Image:
         """Composite the blocks' text onto the RGB image `page` itself (no copy); returns it."""
-        if not blocks:
-            return page
-        self._layout(blocks, page.size)
-        region = union_region([b.box for b in blocks], page.size)
-        if region is not None:
-            x0, y0, x1, y1 = region
-            png = self.tab.screenshot((x0, y0, x1 - x0, y1 - y0))
-            with Image.open(BytesIO(png)) as layer:
-                patch = page.crop(region).convert("RGBA")
-                patch.alpha_composite(layer.convert("RGBA"))
-            page.paste(patch.convert("RGB"), (x0, y0))
+        drawn = self.text_layer(blocks, page.size)
+        if drawn is not None:
+            region, layer = drawn
+            patch = page.crop(region).convert("RGBA")
+            patch.alpha_composite(layer)
+            page.paste(patch.convert("RGB"), region[:2])
         return page
+
+    def text_layer(self, blocks: Sequence[TextBlock], size: tuple[int, int]
+                   ) -> tuple[tuple[int, int, int, int], Image.Image] | None:
+        """The blocks' text on a transparent RGBA layer covering ``region`` (x0, y0, x1, y1) of a
+        page of ``size``; None when there is nothing to draw."""
+        if not blocks:
+            return None
+        self._layout(blocks, size)
+        region = union_region([b.box for b in blocks], size)
+        if region is None:
+            return None
+        x0, y0, x1, y1 = region
+        png = self.tab.screenshot((x0, y0, x1 - x0, y1 - y0))
+        with Image.open(BytesIO(png)) as layer:
+            return region, layer.convert("RGBA")

@@ -201,6 +201,21 @@ def test_rendering_is_deterministic(renderer):
     assert first.tobytes() != page.tobytes()
 
 
+def test_the_render_steps_composite_matches_draw(renderer):
+    """The render step composites onto OpenCV's BGR array; same pixels as the Pillow path."""
+    from steps.render import composite
+
+    rng = np.random.default_rng(7)
+    page = Image.fromarray(rng.integers(0, 256, (300, 800, 3), dtype=np.uint8))
+    blocks = [TextBlock("Олена and Max", (40, 30, 700, 120), "BookFace", 60, color="#335577cc"),
+              TextBlock("the end", (300, 200, 300, 80), "BookFace", 40, font_weight="bold")]
+    drawn = np.asarray(renderer.draw(page.copy(), blocks))
+    region, layer = renderer.text_layer(blocks, page.size)
+    bgr = np.asarray(page)[:, :, ::-1].copy()
+    composite(bgr, region, layer)
+    assert np.array_equal(bgr[:, :, ::-1], drawn)
+    assert not np.array_equal(drawn, np.asarray(page))
+
 def test_zero_blocks_returns_a_copy_without_a_browser():
     page = Image.new("RGB", (50, 40), (1, 2, 3))
     out = TextRenderer([]).render(page, [])  # never entered: no browser exists
@@ -246,3 +261,4 @@ def test_find_chromium_honours_the_environment(monkeypatch, tmp_path):
 def test_a_broken_book_font_fails_loudly(renderer):
     with pytest.raises(RuntimeError, match="Broken"):
         renderer.fit([TextBlock("Max", (0, 0, 200, 100), "Broken", 20)])
+
