@@ -185,9 +185,11 @@ class LocalEngine:
         record = self._record()
         # on_exit leaves a job that its step already marked failed as it is: no need to run it.
         if record is None or record.status not in FAILED or record.error is None:
+            # Argo's node message, plus the step's own last error line where it printed one
+            message = f"Error (exit code {run.exit_code})" + (f": {detail.rstrip('.')}" if detail else "")
             failures = json.dumps([{"displayName": run.label,
                                     "templateName": step.name.replace("_", "-"), "phase": "Failed",
-                                    "message": f"Error (exit code {run.exit_code})"}])
+                                    "message": message}])
             values = {**self.params, "workflow_status": "Failed", "failures": failures}
             done = self.launcher.run(ON_EXIT.module, ON_EXIT.argv(values))
             self._save_log(log_key(self.params["job_id"], "on_exit"), done.stdout + done.stderr)

@@ -27,6 +27,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from steps.errors import SetupError
+
 # What this workplace's machines and pods need, then what keeps a headless browser quiet,
 # deterministic (sRGB screenshots) and free of background work.
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -69,7 +71,8 @@ def find_chromium() -> str:
     env = os.environ.get("BOOKJOB_CHROMIUM")
     if env:
         if not Path(env).is_file():
-            raise RuntimeError(f"BOOKJOB_CHROMIUM is set to {env!r}, but no such file exists.")
+            raise SetupError(f"BOOKJOB_CHROMIUM is set to {env!r}, but no such file exists; "
+                             "point it at a Chromium executable or unset it.")
         return env
     found = _playwright_chromium()
     if found:
@@ -78,7 +81,7 @@ def find_chromium() -> str:
         found = shutil.which(name)
         if found:
             return found
-    raise RuntimeError(NO_CHROMIUM)
+    raise SetupError(NO_CHROMIUM)
 
 
 class Browser:

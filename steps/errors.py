@@ -11,6 +11,12 @@ EXIT_USAGE = 2
 EXIT_INPUT = 3
 
 
+class SetupError(RuntimeError):
+    """This machine or image lacks something a step needs (Chromium, say): the step prints the
+    one-line ``message`` (what to install or set) instead of a traceback, and exits with
+    :data:`EXIT_FAILURE` like any other failure that rerunning on a fixed machine cures."""
+
+
 class InputError(Exception):
     """Bad input: ``reason`` is a short machine-readable code, ``message`` one sentence for a person."""
 

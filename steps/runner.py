@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from steps import faults
-from steps.errors import EXIT_FAILURE, EXIT_INPUT, EXIT_OK, InputError
+from steps.errors import EXIT_FAILURE, EXIT_INPUT, EXIT_OK, InputError, SetupError
 from steps.job import JobNotFound, JOB_ID, mark_failed
 from steps.store import StoreError, open_store
 
@@ -100,6 +100,9 @@ def run(step: str, args: argparse.Namespace, work: Callable[..., None],
     except StoreError as e:  # transient: one line, exit 1, retried by the engines
         code = EXIT_FAILURE
         print(f"error: temporary store failure, the step will be retried: {e}", file=sys.stderr)
+    except SetupError as e:  # the machine lacks something: one line saying what, exit 1
+        code = EXIT_FAILURE
+        print(f"error: {e}", file=sys.stderr)
     except Exception:  # noqa: BLE001 - a crash is reported and retried, never swallowed
         code = EXIT_FAILURE
         traceback.print_exc()

@@ -158,6 +158,22 @@ def test_bad_child_fields_fail_the_job(book, portrait, tmp_path, field, value, r
     assert "Traceback" not in done.stderr
 
 
+def test_a_machine_without_chromium_says_what_to_install(book, portrait, tmp_path, monkeypatch):
+    monkeypatch.setenv("BOOKJOB_CHROMIUM", str(tmp_path / "no-chromium"))
+    store = tmp_path / "store"
+    done = bookjob("run", str(book), "--photo", str(portrait), "--name", "Mia", "--age", "5",
+                   "--job-id", "nochrome", "--store", str(store), check_code=1)
+    assert "Traceback" not in done.stderr + done.stdout
+    assert "retrying (2/2)" in done.stderr  # exit 1 is retried: the machine may get fixed
+    record = json.loads((store / "jobs/nochrome/job.json").read_text())
+    assert record["status"] == "generation_failed" and record["error"]["step"] == "render"
+    assert "BOOKJOB_CHROMIUM is set to" in record["error"]["message"]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "BOOKJOB_CHROMIUM is set to" in errors[0], done.stderr
+    logs = list((store / "jobs/nochrome/logs").glob("prepay-render*"))
+    assert logs and all("Traceback" not in p.read_text() for p in logs)
+
+
 def test_bad_job_id_writes_nothing(book, portrait, tmp_path):
     store = tmp_path / "store"
     done = bookjob("run", str(book), "--photo", str(portrait), "--name", "Mia", "--age", "5",
