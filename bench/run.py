@@ -114,6 +114,21 @@ def _pillow_bytes(image: Image.Image, level: int) -> bytes:
 # ---- whole jobs ----------------------------------------------------------------------------
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (Linux /proc), children of all its threads included."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        for task in Path(f"/proc/{current}/task").glob("*/children"):
+            try:
+                kids = [int(k) for k in task.read_text().split()]
+            except OSError:
+                continue
+            found += kids
+            todo += kids
+    return found
+
+
 class PeakRss:
     """Samples the RSS of every process below this one; keeps the largest single one."""
 
@@ -123,22 +138,9 @@ class PeakRss:
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
-    def _descendants(self, pid: int) -> list[int]:
-        found, todo = [], [pid]
-        while todo:
-            current = todo.pop()
-            for task in Path(f"/proc/{current}/task").glob("*/children"):
-                try:
-                    kids = [int(k) for k in task.read_text().split()]
-                except OSError:
-                    continue
-                found += kids
-                todo += kids
-        return found
-
     def _run(self) -> None:
         while not self.stop.is_set():
-            for pid in self._descendants(os.getpid()):
+            for pid in descendants(os.getpid()):
                 try:
                     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                         if line.startswith("VmRSS:"):

@@ -5,8 +5,8 @@ dependency order; the per-chunk steps of a pass run as one chain per chunk, chun
 parallel up to the number of cores. When a core would be left idle (fewer chunks than cores),
 each step of a chain is started while the one before it runs and waits for the go-ahead
 (:data:`steps.runner.GO_FILE`), so its start-up (the render step's browser) runs on that core
-meanwhile; with every core busy it would only compete with the work. Transient failures are retried as the spec says;
-exit code 3 (bad input) is not. A step's output goes to ``jobs/{job_id}/logs/`` in the store.
+meanwhile; with every core busy it would only compete with the work. Transient failures are
+retried as the spec says; exit code 3 (bad input) is not. A step's output goes to ``jobs/{job_id}/logs/`` in the store.
 """
 
 from __future__ import annotations
@@ -110,7 +110,6 @@ class LocalEngine:
         return self.runs
 
     def _run_pass(self, pass_stage: str, scratch: Path) -> None:
-        self.scratch = scratch
         values = {**self.params, "pass_stage": pass_stage, "export_dir": "",
                   "chunks_file": str(scratch / f"{pass_stage}-chunks.json")}
         ordered = steps_for(pass_stage)
@@ -119,18 +118,19 @@ class LocalEngine:
             if step.per_chunk:
                 if step is chain[0]:
                     chunks = json.loads(Path(values["chunks_file"]).read_text())
-                    self._run_chunks(chain, chunks, values)
+                    self._run_chunks(chain, chunks, values, scratch)
                 continue
             self._run_step(step, values, None)
 
-    def _run_chunks(self, chain: list[Step], chunks: list[str], values: dict[str, str]) -> None:
+    def _run_chunks(self, chain: list[Step], chunks: list[str], values: dict[str, str],
+                    scratch: Path) -> None:
         spare_core = len(chunks) < self.workers
 
         def one_chunk(pages: str) -> None:
             chunk_values = {**values, "pages": pages}
             early = None
             for i, step in enumerate(chain):
-                following = (EarlyStart(self.launcher, chain[i + 1], chunk_values, self.scratch)
+                following = (EarlyStart(self.launcher, chain[i + 1], chunk_values, scratch)
                              if spare_core and i + 1 < len(chain) else None)
                 try:
                     self._run_step(step, chunk_values, pages, early)

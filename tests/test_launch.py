@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.run import descendants
 from pipeline.launch import ExecLauncher, WarmLauncher, launcher
 from steps.plan import AUTO_MIN_PAGES, chunks
 from steps.runner import GO_FILE, TIMING_PREFIX
@@ -18,21 +19,13 @@ from tests.conftest import ROOT
 
 
 def chromium_children(pid: int) -> list[int]:
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        for task in Path(f"/proc/{current}/task").glob("*/children"):
-            try:
-                kids = [int(k) for k in task.read_text().split()]
-            except OSError:
-                continue
-            todo += kids
-            for kid in kids:
-                try:
-                    if "chrom" in Path(f"/proc/{kid}/comm").read_text():
-                        found.append(kid)
-                except OSError:
-                    pass
+    found = []
+    for kid in descendants(pid):
+        try:
+            if "chrom" in Path(f"/proc/{kid}/comm").read_text():
+                found.append(kid)
+        except OSError:
+            pass
     return found
 
 
