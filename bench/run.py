@@ -72,7 +72,7 @@ def floor_s_per_page() -> dict:
     """One core: decode each base page, encode two print PNGs of it (background, final page)
     with bookjob's encoder; the same with Pillow's PNG writer at level 1 and at its default
     level 6, the baselines for the encoder choice."""
-    from steps.images import encode_png
+    from steps.core.images import encode_png
 
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core
     try:
@@ -161,7 +161,7 @@ class PeakRss:
 def run_job(book: Path, store: Path, per_task: str = PER_TASK) -> tuple[float, list]:
     """A `full` job on the embedded engine: wall time and the step runs."""
     from pipeline.local import LocalEngine
-    from steps.store import LocalStore, upload_key
+    from steps.core.store import LocalStore, upload_key
 
     target = LocalStore(store)
     job_id = f"bench-{store.name}"
@@ -225,7 +225,7 @@ def pods_per_stage() -> dict:
 
 def full_page_screenshot(renderer, background: Image.Image, blocks) -> Image.Image:
     """The baseline: the whole page (background included) goes through Chromium."""
-    from steps.text import _FIT_JS, ORIGIN, page_parts, shell_document
+    from steps.backends.typesetter import _FIT_JS, ORIGIN, page_parts, shell_document
 
     png = io.BytesIO()
     background.save(png, format="PNG", compress_level=1)  # the browser needs it encoded
@@ -241,9 +241,9 @@ def full_page_screenshot(renderer, background: Image.Image, blocks) -> Image.Ima
 
 def text_baseline() -> dict:
     """Set the demo's page 2 text both ways with one browser."""
-    from steps.manifest import load_book
+    from steps.core.manifest import load_book
     from steps.render import blocks_for, book_fonts
-    from steps.text import TextRenderer
+    from steps.backends.typesetter import TextRenderer
 
     loaded = load_book(str(DEMO / "book"))
     blocks = blocks_for(loaded.book.page(2), {"child_name": "Mia", "child_age": "6",

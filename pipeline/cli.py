@@ -17,9 +17,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from steps.errors import EXIT_FAILURE, EXIT_INPUT, EXIT_USAGE, InputError
-from steps.job import JobNotFound, JobRecord, Status, read_job, validate_job_id
-from steps.store import Store, StoreError, open_store, upload_key
+from steps.core.errors import EXIT_FAILURE, EXIT_INPUT, EXIT_USAGE, InputError
+from steps.core.job import JobNotFound, JobRecord, Status, read_job, validate_job_id
+from steps.core.store import Store, StoreError, open_store, upload_key
 
 
 class _App(typer.Typer):
@@ -70,7 +70,7 @@ def _book_uri(book: str) -> str:
 
 
 def _upload_photo(store: Store, job_id: str, photo: Path) -> str:
-    from steps.images import photo_ext
+    from steps.core.images import photo_ext
 
     data = photo.read_bytes()
     suffix = photo.suffix.lower().lstrip(".")

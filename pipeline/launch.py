@@ -24,8 +24,8 @@ from pathlib import Path
 # Imported once in the fork server; every step child starts with them loaded. The CLI is there
 # because multiprocessing re-runs the parent's main script (for `bookjob`, an import of the CLI)
 # in each child; boto3 only when the store is on S3.
-PRELOAD = ["numpy", "PIL.Image", "PIL.PngImagePlugin", "yaml", "pydantic", "steps.job",
-           "steps.manifest", "steps.images", "steps.store", "steps.runner", "steps.artifacts",
+PRELOAD = ["numpy", "PIL.Image", "PIL.PngImagePlugin", "yaml", "pydantic", "steps.core.job",
+           "steps.core.manifest", "steps.core.images", "steps.core.store", "steps.runner", "steps.core.artifacts",
            "cv2", "img2pdf", "pipeline.cli"]
 S3_PRELOAD = ["boto3", "botocore.client"]
 

@@ -24,11 +24,11 @@ from pathlib import Path
 
 from pipeline.launch import Started, launcher
 from pipeline.spec import ON_EXIT, PASSES, Step, steps_for
-from steps.errors import EXIT_INPUT
-from steps.job import JobNotFound, JobRecord, Status, read_job
+from steps.core.errors import EXIT_INPUT
+from steps.core.job import JobNotFound, JobRecord, Status, read_job
 from steps.runner import GO_FILE, TIMING_PREFIX
-from steps.artifacts import UNCHANGED
-from steps.store import S3Store, Store, StoreError, log_key
+from steps.core.artifacts import UNCHANGED
+from steps.core.store import S3Store, Store, StoreError, log_key
 
 Progress = Callable[[str], None]
 FAILED = (Status.ANALYSIS_FAILED, Status.GENERATION_FAILED)

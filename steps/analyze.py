@@ -6,7 +6,7 @@ hair, eye and skin colour from measured pixels, gender as given by the parent. T
 ``jobs/{job_id}/analysis.json`` and the record's ``analysis``; the job becomes
 ``analyzing_completed``. No face in the photo: ``analysis_failed``, exit 3.
 
-Production backend ``qwen2-vl`` (:mod:`steps.qwen`): the same face check first, then Qwen2-VL
+Production backend ``qwen2-vl`` (:mod:`steps.backends.qwen`): the same face check first, then Qwen2-VL
 from a local model directory (``--analyzer-model`` or ``$BOOKJOB_ANALYZER_MODEL``), falling
 back to the measured features when the model's answer is unusable.
 """
@@ -18,13 +18,14 @@ import os
 
 import numpy as np
 
-from steps import artifacts, runner
-from steps.errors import InputError
-from steps.images import load_photo
-from steps.job import (JobRecord, Status, create_job, parse_age, read_job, update_job,
+from steps import runner
+from steps.core import artifacts
+from steps.core.errors import InputError
+from steps.core.images import load_photo
+from steps.core.job import (JobRecord, Status, create_job, parse_age, read_job, update_job,
                        validate_gender, validate_job_id, validate_name)
-from steps.manifest import load_book
-from steps.store import Store, analysis_key, open_store
+from steps.core.manifest import load_book
+from steps.core.store import Store, analysis_key, open_store
 
 MIN_FACE_FRACTION = 0.06  # of the photo's shorter side
 MIN_FACE_PX = 40
@@ -38,7 +39,7 @@ def prompt_for(gender: str, hair_color: str, hair_style: str) -> str:
 
 
 def analyze_heuristic(photo: np.ndarray, gender: str) -> dict:
-    from steps.faces import describe, find_faces
+    from steps.backends.faces import describe, find_faces
 
     faces = find_faces(photo)
     if not faces:
@@ -66,7 +67,7 @@ def analyze_heuristic(photo: np.ndarray, gender: str) -> dict:
 
 
 def analyze_qwen2_vl(photo: np.ndarray, gender: str, model_dir: str) -> dict:
-    from steps.qwen import analyze_qwen
+    from steps.backends.qwen import analyze_qwen
 
     return analyze_qwen(photo, gender, model_dir)
 
@@ -129,7 +130,7 @@ def work(args) -> None:
                                           "upload the photo before running the job.") from None
     model = analyzer_model(args) if args.analyzer == "qwen2-vl" else ""
     inputs = artifacts.fingerprint(
-        artifacts.code_version(__name__, "steps.faces", "steps.images", "steps.qwen"),
+        artifacts.code_version(__name__, "steps.backends.faces", "steps.core.images", "steps.backends.qwen"),
         args.analyzer, model, photo_bytes, gender)
     analysis = record.analysis or {}
     if analysis.get("inputs_sha256") == inputs and store.exists(analysis_key(args.job_id)):

@@ -11,11 +11,12 @@ import io
 
 from PIL import Image, ImageDraw, ImageFont
 
-from steps import artifacts, runner
-from steps.errors import InputError
-from steps.job import read_job
-from steps.manifest import Book, load_book
-from steps.store import Store, book_key, open_store, page_key, preview_key
+from steps import runner
+from steps.core import artifacts
+from steps.core.errors import InputError
+from steps.core.job import read_job
+from steps.core.manifest import Book, load_book
+from steps.core.store import Store, book_key, open_store, page_key, preview_key
 
 PREVIEW_DPI = 72
 WATERMARK = "PREVIEW"

@@ -2,7 +2,7 @@
 
 Pages that need a face get the child's face in their face slot (CPU backend ``classic``:
 eye-aligned similarity warp, feathered elliptical mask, colour matched to the illustration,
-seamless blend; production backend ``comfyui``: a ComfyUI server, see :mod:`steps.comfyui`);
+seamless blend; production backend ``comfyui``: a ComfyUI server, see :mod:`steps.backends.comfyui`);
 the others are the base illustration. Both are resized to the book's page size and written as
 ``layout/{job_id}/pages/page_XX_bg.png`` with the book's DPI. The face backend is made once
 per chunk (one photo decode, one model or connection for all its pages). Each face page gets a
@@ -19,12 +19,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from steps import artifacts, runner
-from steps.errors import InputError
-from steps.images import encode_png, load_page, load_photo
-from steps.job import JobRecord, read_job, update_job
-from steps.manifest import LoadedBook, load_book
-from steps.store import Store, open_store, page_bg_key
+from steps import runner
+from steps.core import artifacts
+from steps.core.errors import InputError
+from steps.core.images import encode_png, load_page, load_photo
+from steps.core.job import JobRecord, read_job, update_job
+from steps.core.manifest import LoadedBook, load_book
+from steps.core.store import Store, open_store, page_bg_key
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class ClassicFaceTransfer:
         self.eyes = (tuple(analysis["left_eye"]), tuple(analysis["right_eye"]))
 
     def __call__(self, page: np.ndarray, request: FaceRequest) -> np.ndarray:
-        from steps.faces import transfer_face
+        from steps.backends.faces import transfer_face
 
         return transfer_face(page, self.photo, self.eyes, request.slot)
 
@@ -56,7 +57,7 @@ class ClassicFaceTransfer:
 
 
 def comfyui_transfer(photo: np.ndarray, analysis: dict, **options):
-    from steps.comfyui import ComfyUIFaceTransfer, wait_ready
+    from steps.backends.comfyui import ComfyUIFaceTransfer, wait_ready
 
     # A ComfyUI sidecar starts with the pod: the Argo template sets how long to wait for it.
     ready_s = float(os.environ.get("BOOKJOB_COMFYUI_READY_TIMEOUT") or 0)
@@ -102,7 +103,7 @@ def make_backgrounds(store: Store, job_id: str, loaded: LoadedBook, pages: list[
             photo.append(store.read(record.photo_key))
         return photo[0]
 
-    code = artifacts.code_version(__name__, "steps.faces", "steps.images", f"steps.{backend}")
+    code = artifacts.code_version(__name__, "steps.backends.faces", "steps.core.images", f"steps.{backend}")
     try:
         for num in pages:
             page = book.page(num)

@@ -7,9 +7,9 @@
 from __future__ import annotations
 
 from steps import runner
-from steps.job import JobRecord, Status, update_job
-from steps.manifest import load_book
-from steps.store import open_store
+from steps.core.job import JobRecord, Status, update_job
+from steps.core.manifest import load_book
+from steps.core.store import open_store
 
 DONE = {"prepay": (Status.PREPAY_READY, "preview_pdf"), "postpay": (Status.COMPLETED, "book_pdf")}
 

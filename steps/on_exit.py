@@ -14,8 +14,8 @@ import re
 import sys
 
 from steps import runner
-from steps.job import JOB_ID, JobNotFound, Status, mark_failed, read_job
-from steps.store import open_store
+from steps.core.job import JOB_ID, JobNotFound, Status, mark_failed, read_job
+from steps.core.store import open_store
 
 FAILED = (Status.ANALYSIS_FAILED, Status.GENERATION_FAILED)
 

@@ -17,10 +17,10 @@ import sys
 from pathlib import Path
 
 from steps import runner
-from steps.errors import InputError
-from steps.job import JobRecord, Status, read_job, update_job
-from steps.manifest import load_book
-from steps.store import open_store
+from steps.core.errors import InputError
+from steps.core.job import JobRecord, Status, read_job, update_job
+from steps.core.manifest import load_book
+from steps.core.store import open_store
 
 GENERATING = {"prepay": Status.PREPAY_GENERATING, "postpay": Status.POSTPAY_GENERATING}
 AUTO_MIN_PAGES = 4

@@ -17,17 +17,18 @@ import sys
 import numpy as np
 from PIL import Image
 
-from steps import artifacts, runner
-from steps.errors import InputError
-from steps.images import decode_own_png, encode_png
-from steps.job import JobRecord, read_job
-from steps.manifest import LoadedBook, Page, fill, load_book
-from steps.store import Store, open_store, page_bg_key, page_key
+from steps import runner
+from steps.core import artifacts
+from steps.core.errors import InputError
+from steps.core.images import decode_own_png, encode_png
+from steps.core.job import JobRecord, read_job
+from steps.core.manifest import LoadedBook, Page, fill, load_book
+from steps.core.store import Store, open_store, page_bg_key, page_key
 
 
 def composite(page: np.ndarray, region: tuple[int, int, int, int], layer: Image.Image) -> None:
     """Alpha-composite the RGBA ``layer`` over ``region`` of the BGR ``page``, in place (with
-    Pillow's arithmetic, as :meth:`steps.text.TextRenderer.draw` does)."""
+    Pillow's arithmetic, as :meth:`steps.backends.typesetter.TextRenderer.draw` does)."""
     x0, y0, x1, y1 = region
     patch = Image.fromarray(np.ascontiguousarray(page[y0:y1, x0:x1, ::-1])).convert("RGBA")
     patch.alpha_composite(layer)
@@ -40,7 +41,7 @@ def child_values(record: JobRecord) -> dict[str, str]:
 
 
 def blocks_for(page: Page, child: dict[str, str]) -> list:
-    from steps.text import TextBlock
+    from steps.backends.typesetter import TextBlock
 
     return [TextBlock(text=fill(layer.text, child), box=tuple(layer.box),
                       font_family=layer.style.font_family, font_size_px=layer.style.font_size_px,
@@ -51,7 +52,7 @@ def blocks_for(page: Page, child: dict[str, str]) -> list:
 
 
 def book_fonts(loaded: LoadedBook) -> list:
-    from steps.text import FontFile
+    from steps.backends.typesetter import FontFile
 
     fonts = []
     for f in loaded.book.fonts:
@@ -71,7 +72,7 @@ def page_inputs(background: bytes, blocks: list, fonts: list, dpi: int) -> str:
     from dataclasses import asdict
 
     return artifacts.fingerprint(
-        artifacts.code_version(__name__, "steps.text", "steps.images"), background,
+        artifacts.code_version(__name__, "steps.backends.typesetter", "steps.core.images"), background,
         [asdict(b) for b in blocks],
         [[f.family, f.weight, f.style, hashlib.sha256(f.data).hexdigest()] for f in fonts], dpi)
 
@@ -80,7 +81,7 @@ def render_pages(store: Store, job_id: str, loaded: LoadedBook, pages: list[int]
                  browser=None) -> list:
     """The chunk's final pages; ``browser``: a Chromium already started (else one is started
     when a page needs text set)."""
-    from steps.text import FontLoadError, TextRenderer
+    from steps.backends.typesetter import FontLoadError, TextRenderer
 
     record = read_job(store, job_id)
     child = child_values(record)
@@ -122,7 +123,7 @@ def render_pages(store: Store, job_id: str, loaded: LoadedBook, pages: list[int]
 def start_browser():
     """Warm-up when the local engine starts this step early: Chromium boots (about half a
     second) while the chunk's backgrounds are still being made."""
-    from steps.chromium import Browser
+    from steps.backends.chromium import Browser
 
     browser = Browser()
     try:

@@ -23,10 +23,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from steps import faults
-from steps.errors import EXIT_FAILURE, EXIT_INPUT, EXIT_OK, InputError, SetupError
-from steps.job import JobNotFound, JOB_ID, mark_failed
-from steps.store import StoreError, open_store
+from steps.core import faults
+from steps.core.errors import EXIT_FAILURE, EXIT_INPUT, EXIT_OK, InputError, SetupError
+from steps.core.job import JobNotFound, JOB_ID, mark_failed
+from steps.core.store import StoreError, open_store
 
 TIMING_PREFIX = "bookjob-timing "
 GO_FILE = "BOOKJOB_GO_FILE"

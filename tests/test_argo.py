@@ -198,7 +198,7 @@ def test_local_engine_runs_what_the_template_declares(template, book, portrait, 
     """Run a real job locally; every command matches its compiled container, argument for
     argument: Argo's {{workflow.parameters.x}} is the job's parameter x."""
     from pipeline.local import LocalEngine
-    from steps.store import LocalStore, upload_key
+    from steps.core.store import LocalStore, upload_key
 
     store = LocalStore(tmp_path / "store")
     store.write(upload_key("agree", "png"), portrait.read_bytes())

@@ -1,13 +1,13 @@
-"""The input fingerprint of artifacts and the reuse of unchanged ones (steps.artifacts)."""
+"""The input fingerprint of artifacts and the reuse of unchanged ones (steps.core.artifacts)."""
 
 from __future__ import annotations
 
 import pytest
 
-from steps import artifacts, faults
-from steps.job import JobRecord, create_job, read_job
-from steps.manifest import Output
-from steps.store import LocalStore
+from steps.core import artifacts, faults
+from steps.core.job import JobRecord, create_job, read_job
+from steps.core.manifest import Output
+from steps.core.store import LocalStore
 
 
 def test_fingerprint_is_stable_and_sees_every_part():

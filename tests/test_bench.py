@@ -6,9 +6,9 @@ import numpy as np
 from PIL import Image
 
 from bench.run import DEMO, full_page_screenshot, pods_per_stage
-from steps.manifest import load_book
+from steps.core.manifest import load_book
 from steps.render import blocks_for, book_fonts
-from steps.text import TextRenderer
+from steps.backends.typesetter import TextRenderer
 
 
 def test_the_full_page_baseline_makes_the_same_page_as_the_text_layer():

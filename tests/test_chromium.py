@@ -1,4 +1,4 @@
-"""steps.chromium against a real headless Chromium: the DevTools pipe, deadlines, a dying
+"""steps.backends.chromium against a real headless Chromium: the DevTools pipe, deadlines, a dying
 browser, and cleaning up after itself."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from steps.chromium import Browser, BrowserError, find_chromium
+from steps.backends.chromium import Browser, BrowserError, find_chromium
 
 
 @pytest.fixture

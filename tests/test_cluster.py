@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from steps.job import JobRecord, create_job
-from steps.store import S3Store
+from steps.core.job import JobRecord, create_job
+from steps.core.store import S3Store
 from tests.cluster_doubles import (DEFAULT_PHASES, SEMAPHORE_WAIT, ArgoServerDouble,
                                    KubernetesDouble, kubeconfig)
 

@@ -22,16 +22,16 @@ try:
 except ImportError as e:  # aiohttp missing: say how to get it, never skip
     raise ImportError(f"the ComfyUI test double needs aiohttp ({e}): run `make setup`") from e
 
-from steps import comfyui
+from steps.backends import comfyui
 from steps.analyze import analyze_heuristic
 from steps.backgrounds import make_backgrounds, page_seed
-from steps.comfyui import (ComfyUIClient, ComfyUIError, ComfyUIFaceTransfer, ComfyUITimeout,
+from steps.backends.comfyui import (ComfyUIClient, ComfyUIError, ComfyUIFaceTransfer, ComfyUITimeout,
                            load_workflow, node_ids, slot_region, wait_ready)
-from steps.errors import InputError
-from steps.images import load_page, load_photo
-from steps.job import JobRecord, Status, create_job, read_job, update_job
-from steps.manifest import load_book
-from steps.store import LocalStore, upload_key
+from steps.core.errors import InputError
+from steps.core.images import load_page, load_photo
+from steps.core.job import JobRecord, Status, create_job, read_job, update_job
+from steps.core.manifest import load_book
+from steps.core.store import LocalStore, upload_key
 from tests.conftest import make_book
 from tests.tiny_qwen import tiny_qwen  # noqa: F401 - the session fixture
 
@@ -305,10 +305,10 @@ def test_wait_ready(comfy):
     with pytest.raises(ComfyUIError, match="not ready within 0.5 s"):
         wait_ready(closed, timeout_s=0.5, interval_s=0.1)
     assert time.monotonic() - started < 3
-    done = subprocess.run([sys.executable, "-m", "steps.comfyui", "wait-ready", comfy.url,
+    done = subprocess.run([sys.executable, "-m", "steps.backends.comfyui", "wait-ready", comfy.url,
                            "--timeout", "5"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "is ready (cuda:0 double)" in done.stderr
-    done = subprocess.run([sys.executable, "-m", "steps.comfyui", "wait-ready", closed,
+    done = subprocess.run([sys.executable, "-m", "steps.backends.comfyui", "wait-ready", closed,
                            "--timeout", "0.3"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and "not ready" in done.stderr
 

@@ -180,7 +180,7 @@ def test_steps_import_with_only_their_images_libraries():
     assert cpu and gpu
     done = _imports(cpu, ["torch", "transformers"])
     assert done.stdout.strip() == "ok", done.stderr
-    done = _imports(gpu, ["steps.chromium", "steps.text"])
+    done = _imports(gpu, ["steps.backends.chromium", "steps.backends.typesetter"])
     assert done.stdout.strip() == "ok", done.stderr
     # and the block is real: importing torch fails under it
     assert _imports(["torch"], ["torch"]).returncode != 0
@@ -218,7 +218,7 @@ def test_build_context_holds_only_what_the_images_install():
             for source in sources:
                 assert (ROOT / source).exists(), f"{kind}: COPY {source} does not exist"
                 assert not _ignored(source.rstrip("/")), f"{kind}: COPY {source} is excluded by .dockerignore"
-    for kept in ["pyproject.toml", "README.md", "steps/store.py", "pipeline/spec.py", "images/model/README.md"]:
+    for kept in ["pyproject.toml", "README.md", "steps/core/store.py", "pipeline/spec.py", "images/model/README.md"]:
         assert not _ignored(kept), kept
     for left_out in [".venv", ".git", "bookjob-store", "tests", "helm", "docs", "steps/__pycache__/x.pyc",
                      "images/gpu.Dockerfile", "models"]:

@@ -1,6 +1,6 @@
 """Crash safety: SIGKILL at any point, run the same command again, get the same book.
 
-A step is killed at a named point of its work (`BOOKJOB_KILL`, see steps/faults.py) or the
+A step is killed at a named point of its work (`BOOKJOB_KILL`, see steps/core/faults.py) or the
 whole run (the CLI, its step and the browser: one process group, as when a machine dies) is
 killed some milliseconds into a step. After each kill nothing half-written is visible and the
 record never names an object it does not match; the same `bookjob run` again finishes the job
@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from steps.store import LocalStore, S3Store
+from steps.core.store import LocalStore, S3Store
 from tests.conftest import CHILD_ARGS, DEMO_PHOTO, ROOT
 
 pytestmark = pytest.mark.slow

@@ -1,4 +1,4 @@
-"""Tests for steps.faces: Haar face/eye detection, colour words, classic face transfer."""
+"""Tests for steps.backends.faces: Haar face/eye detection, colour words, classic face transfer."""
 from __future__ import annotations
 
 import math
@@ -11,8 +11,8 @@ from PIL import Image
 
 cv2 = pytest.importorskip("cv2")
 
-from steps import faces  # noqa: E402
-from steps.faces import Face, describe, find_faces, similarity_from_eyes, transfer_face  # noqa: E402
+from steps.backends import faces  # noqa: E402
+from steps.backends.faces import Face, describe, find_faces, similarity_from_eyes, transfer_face  # noqa: E402
 
 PHOTO = Path(__file__).parents[1] / "pipeline/demo/photo.jpg"
 SKY = (135, 200, 235)

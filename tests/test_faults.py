@@ -1,6 +1,6 @@
 """Faults of the store: S3 answering 5xx, timing out, losing an answer, or going away mid-job.
 
-The S3 client is the production one (steps.store, botocore standard retry mode) talking real
+The S3 client is the production one (steps.core.store, botocore standard retry mode) talking real
 HTTP to tests/s3_proxy.py, which forwards to the moto server or misbehaves on request.
 """
 
@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from steps.job import JobRecord, Status, create_job, read_job, update_job
-from steps.store import S3Store, StoreError
+from steps.core.job import JobRecord, Status, create_job, read_job, update_job
+from steps.core.store import S3Store, StoreError
 from tests.conftest import CHILD_ARGS, DEMO_PHOTO, ROOT
 from tests.s3_proxy import S3Proxy
 

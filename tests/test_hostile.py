@@ -31,7 +31,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from steps.images import MAX_PIXELS
+from steps.core.images import MAX_PIXELS
 from tests.conftest import DEMO_PHOTO, ROOT, make_book
 
 pytestmark = pytest.mark.slow
@@ -186,7 +186,7 @@ class Case:
 
 
 def upright(record: dict, store: Path) -> None:
-    from steps.faces import find_faces
+    from steps.backends.faces import find_faces
 
     expected = find_faces(np.asarray(demo().crop((0, 0, 512, 440))))[0].box
     analysis = record["analysis"]

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from steps.errors import InputError
-from steps.images import MAX_PIXELS, encode_png, load_page, load_photo, photo_ext
+from steps.core.errors import InputError
+from steps.core.images import MAX_PIXELS, encode_png, load_page, load_photo, photo_ext
 from tests.conftest import DEMO_PHOTO, png_bytes
 
 

@@ -7,10 +7,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from steps.errors import InputError
-from steps.job import (Artifact, InvalidTransition, JobRecord, Status, create_job, mark_failed,
+from steps.core.errors import InputError
+from steps.core.job import (Artifact, InvalidTransition, JobRecord, Status, create_job, mark_failed,
                        parse_age, read_job, update_job, validate_job_id, validate_name)
-from steps.store import LocalStore, open_store
+from steps.core.store import LocalStore, open_store
 
 
 def new_record(job_id="j1") -> JobRecord:

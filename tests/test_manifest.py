@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from steps.errors import InputError
-from steps.manifest import fill, load_book
+from steps.core.errors import InputError
+from steps.core.manifest import fill, load_book
 from tests.conftest import DEMO
 
 

@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from steps.notify import send, signature
+from steps.core.notify import send, signature
 
 
 class Receiver:

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from steps import qwen
+from steps.backends import qwen
 from steps.analyze import analyze_heuristic, prompt_for
-from steps.errors import InputError
-from steps.images import load_photo
+from steps.core.errors import InputError
+from steps.core.images import load_photo
 from tests.conftest import DEMO_PHOTO
 from tests.tiny_qwen import CHAT_TEMPLATE, tiny_qwen  # noqa: F401 - the session fixture
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from steps.store import LocalStore, S3Store
+from steps.core.store import LocalStore, S3Store
 from tests.conftest import DEMO, make_book
 
 pytestmark = pytest.mark.slow

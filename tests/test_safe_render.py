@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from steps.text import ORIGIN, FontFile, TextBlock, TextRenderer, find_chromium
+from steps.backends.typesetter import ORIGIN, FontFile, TextBlock, TextRenderer, find_chromium
 from tests.conftest import ANDIKA
 
 EVIL = "https://evil.example"
@@ -75,7 +75,7 @@ def test_hostile_text_makes_no_request_and_renders_literally(renderer, case):
 def test_limits_are_stated_and_enforced():
     """The manifest limits (page count, page size, text length) are in the README's manifest
     section, with the numbers the code enforces."""
-    from steps import manifest
+    from steps.core import manifest
     from tests.conftest import ROOT
 
     readme = (ROOT / "README.md").read_text()

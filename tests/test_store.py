@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from steps.store import LocalStore, S3Store, open_store, page_bg_key, page_key, upload_key
+from steps.core.store import LocalStore, S3Store, open_store, page_bg_key, page_key, upload_key
 
 
 @pytest.fixture(params=["local", "s3"])

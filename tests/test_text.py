@@ -1,4 +1,4 @@
-"""steps.text against a real headless Chromium: placement, shrink-to-fit, escaping, scripts, fonts.
+"""steps.backends.typesetter against a real headless Chromium: placement, shrink-to-fit, escaping, scripts, fonts.
 
 Chromium is required: without it these tests fail (they do not skip), since text rendering is
 part of the book.
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from steps.text import ORIGIN, FontFile, TextBlock, TextRenderer, build_document, css_string, find_chromium
+from steps.backends.typesetter import ORIGIN, FontFile, TextBlock, TextRenderer, build_document, css_string, find_chromium
 
 # SIL Andika (OFL), as bundled with the demo book: no system font package needed.
 ANDIKA = Path(__file__).resolve().parents[1] / "pipeline" / "demo" / "book" / "fonts"

@@ -41,7 +41,7 @@ def build_tiny_qwen(folder: Path) -> Path:
     except ImportError as e:
         pytest.fail(f"the Qwen2-VL tests need torch, transformers and tokenizers ({e}): run "
                     "`make setup` (installs bookjob[render,gpu,dev]).")
-    from steps.qwen import image_only_processor_class
+    from steps.backends.qwen import image_only_processor_class
 
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
     tokenizer = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(alphabet)}, merges=[]))

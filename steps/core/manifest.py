@@ -16,8 +16,8 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from steps.errors import InputError
-from steps.store import Store, open_store
+from steps.core.errors import InputError
+from steps.core.store import Store, open_store
 
 MANIFEST = "book.yaml"
 TEMPLATE_VARIABLES = ("child_name", "child_age", "child_gender")
@@ -25,7 +25,7 @@ MAX_PAGES = 99
 MAX_SIDE_PX = 10_000
 MAX_TEXT = 2_000
 MAX_TEXT_LAYERS = 20
-MAX_PAGE_PIXELS = 50_000_000     # = steps.images.MAX_PIXELS: a page must decode like any image
+MAX_PAGE_PIXELS = 50_000_000     # = steps.core.images.MAX_PIXELS: a page must decode like any image
 MAX_MANIFEST_BYTES = 1_000_000
 
 Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
@@ -194,7 +194,7 @@ class LoadedBook:
 
     def read(self, ref: str) -> bytes:
         """A file of the book: relative to its root, ``s3://…`` or ``https://…``."""
-        from steps.images import fetch
+        from steps.core.images import fetch
 
         return fetch(ref, self.files)
 

@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-from steps.errors import InputError
+from steps.core.errors import InputError
 
 WORKFLOW = Path(__file__).parent / "workflows" / "faceid_controlnet.json"
 DEFAULT_TIMEOUT_S = 600.0      # one page, queued to decoded
@@ -535,10 +535,10 @@ class ComfyUIFaceTransfer:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m steps.comfyui wait-ready URL [--timeout S]``: exit 0 once ComfyUI answers."""
+    """``python -m steps.backends.comfyui wait-ready URL [--timeout S]``: exit 0 once ComfyUI answers."""
     import argparse
 
-    p = argparse.ArgumentParser(prog="python -m steps.comfyui", description=main.__doc__)
+    p = argparse.ArgumentParser(prog="python -m steps.backends.comfyui", description=main.__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     ready = sub.add_parser("wait-ready", help="wait until ComfyUI answers /system_stats")
     ready.add_argument("url", nargs="?", default=os.environ.get("BOOKJOB_COMFYUI_URL"))

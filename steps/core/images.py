@@ -17,8 +17,8 @@ import zlib
 import numpy as np
 from PIL import Image, ImageOps
 
-from steps.errors import InputError
-from steps.store import Store, StoreError, open_store, split_s3_uri
+from steps.core.errors import InputError
+from steps.core.store import Store, StoreError, open_store, split_s3_uri
 
 MAX_PIXELS = 50_000_000
 MIN_PHOTO_SIDE = 64

@@ -17,9 +17,9 @@ from pathlib import Path, PurePosixPath
 
 from pydantic import BaseModel
 
-from steps import faults
-from steps.job import Artifact, JobRecord, update_job
-from steps.store import Store
+from steps.core import faults
+from steps.core.job import Artifact, JobRecord, update_job
+from steps.core.store import Store
 
 UNCHANGED = ": unchanged, skipped"
 

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from steps.errors import SetupError
+from steps.core.errors import SetupError
 
 # What this workplace's machines and pods need, then what keeps a headless browser quiet,
 # deterministic (sRGB screenshots) and free of background work.

@@ -8,7 +8,7 @@ alpha-composite it onto the page with Pillow. The page image itself never enters
 Security: page scripts are disabled, every request is routed (the document and the book's
 fonts are served from memory under a fake origin, everything else is aborted and logged in
 :attr:`TextRenderer.blocked_requests`), text is HTML-escaped and CSS values come only from
-validated fields. Measuring goes through the DevTools protocol (:mod:`steps.chromium`), which
+validated fields. Measuring goes through the DevTools protocol (:mod:`steps.backends.chromium`), which
 works with page scripts off.
 """
 
@@ -23,7 +23,7 @@ from typing import Sequence
 
 from PIL import Image
 
-from steps.chromium import Browser, Tab, find_chromium  # noqa: F401 - find_chromium re-exported
+from steps.backends.chromium import Browser, Tab, find_chromium  # noqa: F401 - find_chromium re-exported
 
 ORIGIN = "https://book.invalid"
 FALLBACK_FONTS = '"Noto Sans", "Noto Naskh Arabic", "Noto Sans Arabic", "DejaVu Sans", sans-serif'

@@ -18,9 +18,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from steps import faults, notify
-from steps.errors import InputError
-from steps.store import Store, job_key
+from steps.core import faults, notify
+from steps.core.errors import InputError
+from steps.core.store import Store, job_key
 
 
 class Status(str, Enum):
@@ -71,7 +71,7 @@ class Artifact(BaseModel):
     key: str
     sha256: str
     size: int
-    inputs_sha256: str | None = None   # what it was made from (steps.artifacts.fingerprint)
+    inputs_sha256: str | None = None   # what it was made from (steps.core.artifacts.fingerprint)
 
 
 class JobError(BaseModel):

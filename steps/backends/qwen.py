@@ -9,7 +9,7 @@ The flow, per photo:
    ``$BOOKJOB_ANALYZER_MODEL``, never downloaded; bf16 on CUDA, fp32 on CPU; loaded once per
    process) sees the child's head and shoulders and one question asking for strict JSON;
 3. the answer's JSON is extracted, validated with pydantic and its words normalised to the
-   heuristic backend's vocabularies (:data:`steps.faces.SKIN_TONES` …);
+   heuristic backend's vocabularies (:data:`steps.backends.faces.SKIN_TONES` …);
 4. an invalid answer is shown back to the model with the reason, once; a second invalid
    answer makes the analysis fall back to the measured features, with the reasons in
    ``analysis.warnings`` and ``analysis.source = "heuristic-fallback"``. A model's bad day
@@ -37,7 +37,7 @@ import numpy as np
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
 
-from steps.faces import EYE_COLORS, HAIR_COLORS, HAIR_STYLES, SKIN_TONES
+from steps.backends.faces import EYE_COLORS, HAIR_COLORS, HAIR_STYLES, SKIN_TONES
 
 MAX_NEW_TOKENS = 160
 MAX_IMAGE_SIDE = 448          # the head-and-shoulders crop the model sees, at most this large

@@ -15,7 +15,7 @@ import tempfile
 from abc import ABC, abstractmethod
 from pathlib import Path, PurePosixPath
 
-from steps import faults
+from steps.core import faults
 
 # ---- keys (DESIGN §2) -------------------------------------------------------------------
 

@@ -1,0 +1,1 @@
+"""Backends chosen per run, heavy imports inside: analyzers, face transfer, typesetting."""
