@@ -21,12 +21,13 @@ from pathlib import Path
 from hera.workflows import DAG, Container, Parameter, Task, WorkflowTemplate
 from hera.workflows import models as m
 
+from steps.protocol import EXIT_INPUT
+
 from pipeline.spec import ON_EXIT, PARAMETERS, PIPELINE, TEMPLATE_NAME, Step, argo_name
 
 SCRATCH = "/tmp"
 CHUNKS_FILE = f"{SCRATCH}/chunks.json"
 EXPORT_DIR = f"{SCRATCH}/export"
-EXIT_INPUT = 3
 
 # What a step's {placeholder} is inside the compiled template.
 RUNTIME_VALUES = {

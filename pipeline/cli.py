@@ -17,7 +17,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from steps.core.errors import EXIT_FAILURE, EXIT_INPUT, EXIT_USAGE, InputError
+from steps.core.errors import InputError
+from steps.protocol import EXIT_FAILURE, EXIT_INPUT, EXIT_USAGE
 from steps.core.job import JobNotFound, JobRecord, Status, read_job, validate_job_id
 from steps.core.store import Store, StoreError, open_store, upload_key
 

@@ -17,7 +17,7 @@ from pipeline.cli import (AgeOpt, AnalyzerModelOpt, AnalyzerOpt, BookArg, ChunkO
                           PhotoOpt, SeedOpt, Stage, StageOpt, StoreOpt, _exit, _say, _store, app,
                           backends, prepare_job)
 from pipeline.cluster import ClusterError, ClusterSettings, connect, phase, wait, workflow_manifest
-from steps.core.errors import EXIT_FAILURE, EXIT_USAGE
+from steps.protocol import EXIT_FAILURE, EXIT_USAGE
 
 ServerOpt = Annotated[Optional[str], typer.Option(
     "--server", help="Argo Server, e.g. https://argo.example:2746 [env ARGO_SERVER].")]

@@ -4,7 +4,7 @@ Each step runs as the same command Argo runs in its pod (``python -m steps.<name
 dependency order; the per-chunk steps of a pass run as one chain per chunk, chunks in
 parallel up to the number of cores. When a core would be left idle (fewer chunks than cores),
 each step of a chain is started while the one before it runs and waits for the go-ahead
-(:data:`steps.runner.GO_FILE`), so its start-up (the render step's browser) runs on that core
+(:data:`steps.protocol.GO_FILE`), so its start-up (the render step's browser) runs on that core
 meanwhile; with every core busy it would only compete with the work. Transient failures are
 retried as the spec says; exit code 3 (bad input) is not. A step's output goes to ``jobs/{job_id}/logs/`` in the store.
 """
@@ -24,11 +24,9 @@ from pathlib import Path
 
 from pipeline.launch import Started, launcher
 from pipeline.spec import ON_EXIT, PASSES, Step, steps_for
-from steps.core.errors import EXIT_INPUT
 from steps.core.job import JobNotFound, JobRecord, Status, read_job
-from steps.runner import GO_FILE, TIMING_PREFIX
-from steps.core.artifacts import UNCHANGED
 from steps.core.store import S3Store, Store, StoreError, log_key
+from steps.protocol import EXIT_INPUT, GO_FILE, last_error, say, unchanged_lines, work_seconds
 
 Progress = Callable[[str], None]
 FAILED = (Status.ANALYSIS_FAILED, Status.GENERATION_FAILED)
@@ -60,17 +58,12 @@ class EarlyStart:
         self.started: Started = launcher.start(step.module, step.argv(values),
                                                {GO_FILE: str(self.path)})
 
-    def _say(self, word: str) -> None:
-        temporary = self.path.with_suffix(".tmp")
-        temporary.write_text(word)
-        temporary.replace(self.path)  # the step never reads half a word
-
     def go(self) -> Started:
-        self._say("go")
+        say(self.path, "go")
         return self.started
 
     def cancel(self) -> None:
-        self._say("stop")
+        say(self.path, "stop")
         self.started.wait()
 
 
@@ -79,13 +72,6 @@ class StepFailed(Exception):
         super().__init__(message)
         self.run = run
         self.message = message
-
-
-def _work_seconds(stderr: str) -> float | None:
-    for line in reversed(stderr.splitlines()):
-        if line.startswith(TIMING_PREFIX):
-            return json.loads(line[len(TIMING_PREFIX):]).get("work_s")
-    return None
 
 
 class LocalEngine:
@@ -159,19 +145,17 @@ class LocalEngine:
             self.progress(f"  ! {step.name} exited {done.returncode}, retrying ({attempt}/{step.retries})")
             time.sleep(self.retry_delay_s * 2 ** (attempt - 1))
         run = StepRun(values["pass_stage"], step.name, chunk, time.perf_counter() - started,
-                      _work_seconds(done.stderr), done.returncode, attempt, command)
+                      work_seconds(done.stderr), done.returncode, attempt, command)
         self.runs.append(run)
         self._save_log(log_key(values["job_id"], name), done.stdout + done.stderr)
         if done.returncode == 0:
             self.progress(f"  \u2713 {run.label:<36} {run.wall_s:6.2f} s")
-            for line in done.stderr.splitlines():  # work a step found already done
-                if line.endswith(UNCHANGED):
-                    self.progress(f"      {line}")
+            for line in unchanged_lines(done.stderr):  # work a step found already done
+                self.progress(f"      {line}")
             return run
         self.progress(f"  \u2717 {run.label:<36} exit {done.returncode}")
-        errors = [line[7:] for line in done.stderr.splitlines() if line.startswith("error: ")]
         raise StepFailed(run, self._fail(step, run, log_key(values["job_id"], name),
-                                         errors[-1] if errors else ""))
+                                         last_error(done.stderr)))
 
     def _save_log(self, key: str, text: str) -> None:
         """Keep a step's output in the store; a store that is down must not hide the failure."""

@@ -1,35 +1,31 @@
-"""What every step program shares: its common arguments, exit codes and failure handling.
+"""What every step program shares: its common arguments and failure handling, speaking
+:mod:`steps.protocol` to the engine.
 
 A step that meets bad input prints one sentence, marks the job failed with the reason and
-exits with code 3 (never retried). A store that cannot be reached is one line and exit code 1;
+exits with code 3 (never retried). A :class:`~steps.core.errors.TransientError` (the store, a
+server, the browser) or a :class:`~steps.core.errors.SetupError` is one line and exit code 1;
 anything else is a crash: the traceback goes to the step's log (stderr) and the exit code is 1.
-The engines retry both. Each step reports its own work time on stderr as one
-``bookjob-timing`` line, for the benchmarks.
-
-The local engine may start a step of a chunk while the step before it still runs, with
-``$BOOKJOB_GO_FILE`` set: the step then warms up (the render step boots its browser) and waits
-until that file says ``go`` (or ``stop``: the step before it failed, so it exits doing nothing).
+The engines retry all of these. Each step reports its own work time on stderr as one timing
+line, for the benchmarks. A step started early (``$BOOKJOB_GO_FILE``) warms up, then waits
+for the go-ahead.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 import traceback
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from steps.core import faults
-from steps.core.errors import EXIT_FAILURE, EXIT_INPUT, EXIT_OK, InputError, SetupError
-from steps.core.job import JobNotFound, JOB_ID, mark_failed
+from steps.core.errors import InputError, SetupError, TransientError
+from steps.core.job import JOB_ID, JobNotFound, mark_failed
 from steps.core.store import StoreError, open_store
-
-TIMING_PREFIX = "bookjob-timing "
-GO_FILE = "BOOKJOB_GO_FILE"
+from steps.protocol import (EXIT_FAILURE, EXIT_INPUT, EXIT_OK, GO_FILE, error_line, timing_line,
+                            wait_for_go)
 
 
 def parser(step: str, description: str) -> argparse.ArgumentParser:
@@ -47,18 +43,6 @@ def boolean(text: str) -> bool:
 def parse_pages(text: str) -> list[int]:
     """``"1,2,5"`` -> [1, 2, 5] (the form chunks travel in between steps)."""
     return [int(n) for n in text.split(",") if n.strip()]
-
-
-def wait_for_go(path: str, parent: int, poll_s: float = 0.005) -> bool:
-    """True once ``path`` says ``go``; False if it says anything else, or if the engine is gone
-    (this process was orphaned by ``parent``, or the engine's scratch folder was removed)."""
-    while True:
-        try:
-            return Path(path).read_text() == "go"
-        except FileNotFoundError:
-            if os.getppid() != parent or not Path(path).parent.is_dir():
-                return False
-            time.sleep(poll_s)
 
 
 def run(step: str, args: argparse.Namespace, work: Callable[..., None],
@@ -91,24 +75,24 @@ def run(step: str, args: argparse.Namespace, work: Callable[..., None],
             work(args, warm)
     except InputError as e:
         code = EXIT_INPUT
-        print(f"error: {e.message}", file=sys.stderr)
+        print(error_line(e.message), file=sys.stderr)
         if JOB_ID.fullmatch(args.job_id or ""):
             try:
                 mark_failed(open_store(args.store), args.job_id, step, e.reason, e.message)
             except (JobNotFound, StoreError):  # no record, or the store is down: nothing to mark
                 pass
-    except StoreError as e:  # transient: one line, exit 1, retried by the engines
+    except TransientError as e:  # the store, a server, the browser: one line, exit 1, retried
         code = EXIT_FAILURE
-        print(f"error: temporary store failure, the step will be retried: {e}", file=sys.stderr)
+        what = "temporary store failure" if isinstance(e, StoreError) else "temporary failure"
+        print(error_line(f"{what}, the step will be retried: {e}"), file=sys.stderr)
     except SetupError as e:  # the machine lacks something: one line saying what, exit 1
         code = EXIT_FAILURE
-        print(f"error: {e}", file=sys.stderr)
+        print(error_line(str(e)), file=sys.stderr)
     except Exception:  # noqa: BLE001 - a crash is reported and retried, never swallowed
         code = EXIT_FAILURE
         traceback.print_exc()
     finally:
         if warm is not None:
             warm.close()
-    timing = {"step": step, "work_s": round(time.perf_counter() - started, 4), "exit": code}
-    print(TIMING_PREFIX + json.dumps(timing), file=sys.stderr, flush=True)
+    print(timing_line(step, time.perf_counter() - started, code), file=sys.stderr, flush=True)
     sys.exit(code)

@@ -14,7 +14,7 @@ import pytest
 from bench.run import descendants
 from pipeline.launch import ExecLauncher, WarmLauncher, launcher
 from steps.plan import AUTO_MIN_PAGES, chunks
-from steps.runner import GO_FILE, TIMING_PREFIX
+from steps.protocol import GO_FILE, TIMING_PREFIX
 from tests.conftest import ROOT
 
 

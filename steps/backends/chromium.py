@@ -27,7 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from steps.core.errors import SetupError
+from steps.core.errors import SetupError, TransientError
 
 # What this workplace's machines and pods need, then what keeps a headless browser quiet,
 # deterministic (sRGB screenshots) and free of background work.
@@ -48,7 +48,7 @@ CALL_TIMEOUT_S = 60.0
 RequestHandler = Callable[[str], "tuple[int, str, bytes] | None"]
 
 
-class BrowserError(RuntimeError):
+class BrowserError(TransientError):
     """Chromium failed, died or stopped answering."""
 
 

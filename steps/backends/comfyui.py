@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-from steps.core.errors import InputError
+from steps.core.errors import InputError, TransientError
 
 WORKFLOW = Path(__file__).parent / "workflows" / "faceid_controlnet.json"
 DEFAULT_TIMEOUT_S = 600.0      # one page, queued to decoded
@@ -78,7 +78,7 @@ TRANSIENT_HINTS = ("out of memory", "outofmemory", "cuda", "cudnn", "device-side
                    "interrupted")
 
 
-class ComfyUIError(RuntimeError):
+class ComfyUIError(TransientError):
     """ComfyUI could not be reached or failed for a passing reason: retried."""
 
 

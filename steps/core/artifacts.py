@@ -20,8 +20,8 @@ from pydantic import BaseModel
 from steps.core import faults
 from steps.core.job import Artifact, JobRecord, update_job
 from steps.core.store import Store
+from steps.protocol import unchanged_line
 
-UNCHANGED = ": unchanged, skipped"
 
 
 def fingerprint(*parts: object) -> str:
@@ -55,7 +55,7 @@ def code_version(*modules: str) -> str:
 
 
 def unchanged(label: str) -> None:
-    print(f"{label}{UNCHANGED}", file=sys.stderr, flush=True)
+    print(unchanged_line(label), file=sys.stderr, flush=True)
 
 
 def reuse(store: Store, job: JobRecord, kind: str, page: int | None,

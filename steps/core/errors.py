@@ -1,20 +1,14 @@
-"""Errors that mean something to the pipeline.
+"""Errors that mean something to the pipeline, in one hierarchy.
 
-An :class:`InputError` is permanent: the photo, the manifest or the child's fields are wrong,
-so retrying cannot help. Steps exit with :data:`EXIT_INPUT` for it, which Argo's retry
-expression and the local engine both treat as final.
+- :class:`InputError`: bad input (the photo, the manifest, the child's fields, a job id): permanent,
+  so retrying cannot help. The step marks the job failed with ``reason`` and exits
+  :data:`steps.protocol.EXIT_INPUT`, which Argo's retry expression and the local engine treat
+  as final.
+- :class:`SetupError`: this machine or image lacks something a step needs (Chromium, a model
+  file): one line for the operator, exit 1, retried like anything a fixed machine cures.
+- :class:`TransientError`: something outside the job failed for now (the store, the ComfyUI
+  server, the browser): one line, exit 1, retried by the engines.
 """
-
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-EXIT_INPUT = 3
-
-
-class SetupError(RuntimeError):
-    """This machine or image lacks something a step needs (Chromium, say): the step prints the
-    one-line ``message`` (what to install or set) instead of a traceback, and exits with
-    :data:`EXIT_FAILURE` like any other failure that rerunning on a fixed machine cures."""
 
 
 class InputError(Exception):
@@ -24,3 +18,11 @@ class InputError(Exception):
         super().__init__(message)
         self.reason = reason
         self.message = message
+
+
+class SetupError(RuntimeError):
+    """The machine or image lacks something: ``str(e)`` says what to install or set."""
+
+
+class TransientError(RuntimeError):
+    """A failure that running the step again may cure."""

@@ -16,6 +16,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path, PurePosixPath
 
 from steps.core import faults
+from steps.core.errors import TransientError
 
 # ---- keys (DESIGN §2) -------------------------------------------------------------------
 
@@ -59,7 +60,7 @@ def log_key(job_id: str, name: str) -> str:
 # ---- the interface ----------------------------------------------------------------------
 
 
-class StoreError(Exception):
+class StoreError(TransientError):
     """The store could not be reached or answered with an error (transient)."""
 
 

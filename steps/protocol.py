@@ -1,0 +1,83 @@
+"""The step protocol: everything an engine relies on when it runs a step, defined once.
+
+A step is ``python -m steps.<name> ARGS``. What comes back to the engine:
+
+- its **exit code**: :data:`EXIT_OK`; :data:`EXIT_INPUT` for bad input (permanent, never
+  retried, the job is already marked failed with the reason); anything else is transient and
+  retried (:data:`EXIT_FAILURE` for a crash, a store or server that is away, a machine that
+  lacks something);
+- **lines on stderr** the engine reads: ``error: <one sentence>`` (the last one is the reason a
+  person reads), one ``bookjob-timing {json}`` line with the step's own work time, and
+  ``<what>: unchanged, skipped`` for work a re-run found already done;
+- the **go-file handshake**: an engine may start a step early with ``$BOOKJOB_GO_FILE`` set;
+  the step warms up, then waits until that file says ``go`` (or ``stop``: it exits doing
+  nothing). The engine writes the word atomically with :func:`say`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INPUT = 3
+
+ERROR_PREFIX = "error: "
+TIMING_PREFIX = "bookjob-timing "
+UNCHANGED = ": unchanged, skipped"
+GO_FILE = "BOOKJOB_GO_FILE"
+
+
+def error_line(message: str) -> str:
+    return ERROR_PREFIX + message
+
+
+def timing_line(step: str, work_s: float, code: int) -> str:
+    return TIMING_PREFIX + json.dumps({"step": step, "work_s": round(work_s, 4), "exit": code})
+
+
+def unchanged_line(what: str) -> str:
+    return f"{what}{UNCHANGED}"
+
+
+def last_error(stderr: str) -> str:
+    """The last ``error:`` line's sentence, or ""."""
+    errors = [line[len(ERROR_PREFIX):] for line in stderr.splitlines() if line.startswith(ERROR_PREFIX)]
+    return errors[-1] if errors else ""
+
+
+def work_seconds(stderr: str) -> float | None:
+    """The step's own work time from its timing line, if it printed one."""
+    for line in reversed(stderr.splitlines()):
+        if line.startswith(TIMING_PREFIX):
+            value = json.loads(line[len(TIMING_PREFIX):]).get("work_s")
+            return float(value) if value is not None else None
+    return None
+
+
+def unchanged_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.endswith(UNCHANGED)]
+
+
+def say(path: Path, word: str) -> None:
+    """Engine side of the handshake: write ``go`` or ``stop`` so the step never reads half a word."""
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(word)
+    temporary.replace(path)
+
+
+def wait_for_go(path: str, parent: int, poll_s: float = 0.005) -> bool:
+    """Step side: True once ``path`` says ``go``; False if it says anything else, or if the
+    engine is gone (this process was orphaned by ``parent``, or the engine's scratch folder
+    was removed)."""
+    while True:
+        try:
+            return Path(path).read_text() == "go"
+        except FileNotFoundError:
+            if os.getppid() != parent or not Path(path).parent.is_dir():
+                return False
+            time.sleep(poll_s)
