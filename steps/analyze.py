@@ -13,12 +13,10 @@ back to the measured features when the model's answer is unusable.
 
 from __future__ import annotations
 
-import json
 import os
 
-import numpy as np
-
 from steps import runner
+from steps.backends.base import ANALYZERS, analyzer
 from steps.core import artifacts
 from steps.core.errors import InputError
 from steps.core.images import load_photo
@@ -27,52 +25,7 @@ from steps.core.job import (JobRecord, Status, create_job, parse_age, read_job, 
 from steps.core.manifest import load_book
 from steps.core.store import Store, analysis_key, open_store
 
-MIN_FACE_FRACTION = 0.06  # of the photo's shorter side
-MIN_FACE_PX = 40
-
-
-def prompt_for(gender: str, hair_color: str, hair_style: str) -> str:
-    """The old system's common prompt, e.g. ``child portrait, girl, dark brown hair, curly
-    hairstyle, high quality``."""
-    who = gender if gender in ("girl", "boy") else "child"
-    return f"child portrait, {who}, {hair_color} hair, {hair_style} hairstyle, high quality"
-
-
-def analyze_heuristic(photo: np.ndarray, gender: str) -> dict:
-    from steps.backends.faces import describe, find_faces
-
-    faces = find_faces(photo)
-    if not faces:
-        raise InputError("no_face", "No face was found in the photo; send a well-lit photo in "
-                                    "which the child's face is clearly visible and looks at the camera.")
-    face = faces[0]
-    shorter = min(photo.shape[:2])
-    if max(face.box[2], face.box[3]) < max(MIN_FACE_PX, MIN_FACE_FRACTION * shorter):
-        raise InputError("face_too_small", "The face in the photo is too small to use; send a "
-                                           "closer photo in which the face fills more of the picture.")
-    features = describe(photo, face)
-    return {
-        "source": "heuristic",
-        "face_detected": True,
-        "faces_found": len(faces),
-        "photo_size": [int(photo.shape[1]), int(photo.shape[0])],
-        "face_box": [int(v) for v in face.box],
-        "left_eye": [round(float(v), 2) for v in face.left_eye],
-        "right_eye": [round(float(v), 2) for v in face.right_eye],
-        "eyes_detected": face.eyes_detected,
-        "gender": gender,
-        **features,
-        "prompt": prompt_for(gender, features["hair_color"], features["hair_style"]),
-    }
-
-
-def analyze_qwen2_vl(photo: np.ndarray, gender: str, model_dir: str) -> dict:
-    from steps.backends.qwen import analyze_qwen
-
-    return analyze_qwen(photo, gender, model_dir)
-
-
-BACKENDS = {"heuristic": analyze_heuristic, "qwen2-vl": analyze_qwen2_vl}
+BACKENDS = tuple(ANALYZERS)
 
 
 def analyzer_model(args) -> str:
@@ -130,19 +83,17 @@ def work(args) -> None:
                                           "upload the photo before running the job.") from None
     model = analyzer_model(args) if args.analyzer == "qwen2-vl" else ""
     inputs = artifacts.fingerprint(
-        artifacts.code_version(__name__, "steps.backends.faces", "steps.core.images", "steps.backends.qwen"),
+        artifacts.code_version(__name__, "steps.backends.faces", "steps.backends.classic",
+                               "steps.core.images", "steps.backends.qwen"),
         args.analyzer, model, photo_bytes, gender)
-    analysis = record.analysis or {}
-    if analysis.get("inputs_sha256") == inputs and store.exists(analysis_key(args.job_id)):
+    analysis = record.analysis
+    if (analysis is not None and analysis.inputs_sha256 == inputs
+            and store.exists(analysis_key(args.job_id))):
         artifacts.unchanged("analysis")
     else:
-        photo = load_photo(photo_bytes)
-        if args.analyzer == "qwen2-vl":
-            analysis = analyze_qwen2_vl(photo, gender, model)
-        else:
-            analysis = BACKENDS[args.analyzer](photo, gender)
-        analysis["inputs_sha256"] = inputs
-        store.write(analysis_key(args.job_id), json.dumps(analysis, indent=2).encode())
+        analysis = analyzer(args.analyzer)(load_photo(photo_bytes), gender, model_dir=model)
+        analysis.inputs_sha256 = inputs
+        store.write(analysis_key(args.job_id), analysis.model_dump_json(indent=2).encode())
 
     def done(record: JobRecord) -> None:
         record.book_id = book.id

@@ -15,11 +15,12 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
-from dataclasses import dataclass
 
 import numpy as np
 
 from steps import runner
+from steps.backends.base import FACE_TRANSFERS, FaceRequest, face_transfer
+from steps.core.analysis import Analysis
 from steps.core import artifacts
 from steps.core.errors import InputError
 from steps.core.images import encode_png, load_page, load_photo
@@ -28,45 +29,7 @@ from steps.core.manifest import LoadedBook, load_book
 from steps.core.store import Store, open_store, page_bg_key
 
 
-@dataclass(frozen=True)
-class FaceRequest:
-    """One face page for a face backend (the page image, at print size, goes beside it)."""
-
-    page: int
-    slot: tuple            # (left_eye, right_eye) in page pixels
-    prompt: str
-    negative_prompt: str
-    seed: int
-
-
-class ClassicFaceTransfer:
-    """Eye-aligned face transfer on the CPU; the photo is decoded once per chunk.
-    Deterministic: prompts and seeds do not change its output."""
-
-    def __init__(self, photo: np.ndarray, analysis: dict, **_options) -> None:
-        self.photo = photo
-        self.eyes = (tuple(analysis["left_eye"]), tuple(analysis["right_eye"]))
-
-    def __call__(self, page: np.ndarray, request: FaceRequest) -> np.ndarray:
-        from steps.backends.faces import transfer_face
-
-        return transfer_face(page, self.photo, self.eyes, request.slot)
-
-    def close(self) -> None:
-        pass
-
-
-def comfyui_transfer(photo: np.ndarray, analysis: dict, **options):
-    from steps.backends.comfyui import ComfyUIFaceTransfer, wait_ready
-
-    # A ComfyUI sidecar starts with the pod: the Argo template sets how long to wait for it.
-    ready_s = float(os.environ.get("BOOKJOB_COMFYUI_READY_TIMEOUT") or 0)
-    if ready_s > 0:
-        wait_ready(options["url"], ready_s)
-    return ComfyUIFaceTransfer(photo, analysis, **options)
-
-
-BACKENDS = {"classic": ClassicFaceTransfer, "comfyui": comfyui_transfer}
+BACKENDS = tuple(FACE_TRANSFERS)
 SEED_LIMIT = 2 ** 48
 
 
@@ -77,9 +40,9 @@ def page_seed(job_id: str, num: int, randomize: bool) -> int:
     return int.from_bytes(hashlib.sha256(f"{job_id}/page/{num}".encode()).digest()[:6], "big")
 
 
-def page_prompt(page_prompt_text: str, analysis: dict | None) -> str:
+def page_prompt(page_prompt_text: str, analysis: Analysis | None) -> str:
     """The page's scene prompt followed by the child's common prompt from the analysis."""
-    parts = [page_prompt_text.strip(), str((analysis or {}).get("prompt", "")).strip()]
+    parts = [page_prompt_text.strip(), analysis.prompt.strip() if analysis else ""]
     return ", ".join(p for p in parts if p)
 
 
@@ -103,7 +66,8 @@ def make_backgrounds(store: Store, job_id: str, loaded: LoadedBook, pages: list[
             photo.append(store.read(record.photo_key))
         return photo[0]
 
-    code = artifacts.code_version(__name__, "steps.backends.faces", "steps.core.images", f"steps.{backend}")
+    code = artifacts.code_version(__name__, "steps.backends.faces", "steps.core.images",
+                                  FACE_TRANSFERS[backend].partition(":")[0])
     try:
         for num in pages:
             page = book.page(num)
@@ -118,8 +82,11 @@ def make_backgrounds(store: Store, job_id: str, loaded: LoadedBook, pages: list[
             image = load_page(base, book.output.page_size_px, what=f"base image of page {num}")
             if page.needs_face_swap:
                 if transfer is None:
-                    transfer = BACKENDS[backend](load_photo(photo_bytes()),
-                                                 record.analysis or {}, **(options or {}))
+                    if record.analysis is None:
+                        raise InputError("not_analyzed", f"Job {job_id} has no analysis yet; run "
+                                                         "the prepay stage first.")
+                    transfer = face_transfer(backend)(load_photo(photo_bytes()), record.analysis,
+                                                      **(options or {}))
                 request = FaceRequest(num, (page.face.left_eye, page.face.right_eye),
                                       page_prompt(page.prompt, record.analysis),
                                       page.negative_prompt, seeds[num])

@@ -14,8 +14,6 @@ import contextlib
 import hashlib
 import sys
 
-import numpy as np
-from PIL import Image
 
 from steps import runner
 from steps.core import artifacts
@@ -24,15 +22,6 @@ from steps.core.images import decode_own_png, encode_png
 from steps.core.job import JobRecord, read_job
 from steps.core.manifest import LoadedBook, Page, fill, load_book
 from steps.core.store import Store, open_store, page_bg_key, page_key
-
-
-def composite(page: np.ndarray, region: tuple[int, int, int, int], layer: Image.Image) -> None:
-    """Alpha-composite the RGBA ``layer`` over ``region`` of the BGR ``page``, in place (with
-    Pillow's arithmetic, as :meth:`steps.backends.typesetter.TextRenderer.draw` does)."""
-    x0, y0, x1, y1 = region
-    patch = Image.fromarray(np.ascontiguousarray(page[y0:y1, x0:x1, ::-1])).convert("RGBA")
-    patch.alpha_composite(layer)
-    page[y0:y1, x0:x1] = np.asarray(patch.convert("RGB"))[:, :, ::-1]
 
 
 def child_values(record: JobRecord) -> dict[str, str]:
@@ -81,7 +70,7 @@ def render_pages(store: Store, job_id: str, loaded: LoadedBook, pages: list[int]
                  browser=None) -> list:
     """The chunk's final pages; ``browser``: a Chromium already started (else one is started
     when a page needs text set)."""
-    from steps.backends.typesetter import FontLoadError, TextRenderer
+    from steps.backends.typesetter import FontLoadError, TextRenderer, composite
 
     record = read_job(store, job_id)
     child = child_values(record)
@@ -110,7 +99,7 @@ def render_pages(store: Store, job_id: str, loaded: LoadedBook, pages: list[int]
                                              "the font files with working TTF, OTF, WOFF or WOFF2 "
                                              "files.") from None
             if drawn is not None:
-                composite(page, *drawn)
+                composite(page, *drawn, bgr=True)
             made.append(artifacts.put(store, page_key(job_id, num),
                                       encode_png(page, book.output.dpi, bgr=True), "page_png", num,
                                       inputs))

@@ -23,10 +23,10 @@ except ImportError as e:  # aiohttp missing: say how to get it, never skip
     raise ImportError(f"the ComfyUI test double needs aiohttp ({e}): run `make setup`") from e
 
 from steps.backends import comfyui
-from steps.analyze import analyze_heuristic
+from steps.backends.classic import analyze_heuristic
 from steps.backgrounds import make_backgrounds, page_seed
-from steps.backends.comfyui import (ComfyUIClient, ComfyUIError, ComfyUIFaceTransfer, ComfyUITimeout,
-                           load_workflow, node_ids, slot_region, wait_ready)
+from steps.backends.comfyui import ComfyUIFaceTransfer, load_workflow, node_ids, slot_region
+from steps.backends.comfyui_client import ComfyUIClient, ComfyUIError, ComfyUITimeout, wait_ready
 from steps.core.errors import InputError
 from steps.core.images import load_page, load_photo
 from steps.core.job import JobRecord, Status, create_job, read_job, update_job
@@ -119,7 +119,7 @@ def test_a_chunk_uses_one_connection_and_sends_the_pages_graphs(comfy, prompted_
         ("bookjob", "input", "true")}
 
     record = read_job(store, JOB)
-    analysis_prompt = record.analysis["prompt"]
+    analysis_prompt = record.analysis.prompt
     assert record.generation_retry.seeds == {"1": page_seed(JOB, 1, False), "3": page_seed(JOB, 3, False)}
     assert len(comfy.received.prompts) == 2
     for sent, num in zip(comfy.received.prompts, (1, 3)):
@@ -195,11 +195,12 @@ def test_classic_backend_records_seeds_and_ignores_them(prompted_book, portrait,
 
 def transfer(url: str, **kw) -> ComfyUIFaceTransfer:
     photo = load_photo((Path(__file__).parents[1] / "pipeline/demo/photo.jpg").read_bytes())
-    return ComfyUIFaceTransfer(photo, {}, url=url, job_id=JOB, **{"timeout_s": 10, **kw})
+    return ComfyUIFaceTransfer(photo, analyze_heuristic(photo, "girl"), url=url, job_id=JOB,
+                               **{"timeout_s": 10, **kw})
 
 
 def one_page(backend: ComfyUIFaceTransfer, seed: int = 7) -> np.ndarray:
-    from steps.backgrounds import FaceRequest
+    from steps.backends.base import FaceRequest
 
     page = np.full((300, 400, 3), 180, np.uint8)
     try:

@@ -12,7 +12,8 @@ from PIL import Image
 cv2 = pytest.importorskip("cv2")
 
 from steps.backends import faces  # noqa: E402
-from steps.backends.faces import Face, describe, find_faces, similarity_from_eyes, transfer_face  # noqa: E402
+from steps.backends.classic import similarity_from_eyes, transfer_face  # noqa: E402
+from steps.backends.faces import Face, describe, find_faces  # noqa: E402
 
 PHOTO = Path(__file__).parents[1] / "pipeline/demo/photo.jpg"
 SKY = (135, 200, 235)

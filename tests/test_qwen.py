@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 from steps.backends import qwen
-from steps.analyze import analyze_heuristic, prompt_for
+from steps.backends.classic import analyze_heuristic
+from steps.backends.faces import head_crop
+from steps.core.analysis import prompt_for
 from steps.core.errors import InputError
 from steps.core.images import load_photo
 from tests.conftest import DEMO_PHOTO
@@ -73,8 +75,8 @@ def test_loads_on_cpu_in_fp32_without_torchvision(loaded, tiny_qwen):
 def test_random_model_garbage_is_retried_once_then_falls_back(loaded, photo, tiny_qwen, monkeypatch):
     recorder = Recorder(loaded)  # the real generate of the random model
     monkeypatch.setattr(loaded.model, "generate", recorder)
-    result = qwen.analyze_qwen(photo, "girl", tiny_qwen)
-    measured = analyze_heuristic(photo, "girl")
+    result = qwen.analyze_qwen(photo, "girl", tiny_qwen).model_dump(mode="json")
+    measured = analyze_heuristic(photo, "girl").model_dump(mode="json")
 
     assert len(recorder.prompts) == 2
     first, second = recorder.prompts
@@ -102,7 +104,7 @@ def test_a_well_formed_answer_is_parsed_validated_and_normalised(loaded, photo, 
               + "\n```\nLet me know if you need more.")
     recorder = Recorder(loaded, [chatty])
     monkeypatch.setattr(loaded.model, "generate", recorder)
-    result = qwen.analyze_qwen(photo, "unspecified", tiny_qwen)
+    result = qwen.analyze_qwen(photo, "unspecified", tiny_qwen).model_dump(mode="json")
 
     assert len(recorder.prompts) == 1
     assert result["source"] == "qwen2-vl" and result["warnings"] == []
@@ -112,7 +114,7 @@ def test_a_well_formed_answer_is_parsed_validated_and_normalised(loaded, photo, 
     assert result["gender"] == "unspecified" and result["model_gender"] == "girl"
     assert result["prompt"] == prompt_for("unspecified", "blonde", "curly")
     assert result["model_prompt"] == "A cheerful child, freckles"
-    measured = analyze_heuristic(photo, "unspecified")
+    measured = analyze_heuristic(photo, "unspecified").model_dump(mode="json")
     assert result["measured"] == {k: measured[k] for k in FEATURES}
     assert result["face_box"] == measured["face_box"] and result["left_eye"] == measured["left_eye"]
 
@@ -127,7 +129,7 @@ def test_a_well_formed_answer_is_parsed_validated_and_normalised(loaded, photo, 
 def test_an_invalid_answer_is_shown_back_once(loaded, photo, tiny_qwen, monkeypatch, bad, reason):
     recorder = Recorder(loaded, [bad, answer(hair_color="light-brown", skin_tone="Fair")])
     monkeypatch.setattr(loaded.model, "generate", recorder)
-    result = qwen.analyze_qwen(photo, "boy", tiny_qwen)
+    result = qwen.analyze_qwen(photo, "boy", tiny_qwen).model_dump(mode="json")
 
     assert len(recorder.prompts) == 2
     assert bad in recorder.prompts[1]  # the model sees its own answer ...
@@ -141,7 +143,7 @@ def test_an_invalid_answer_is_shown_back_once(loaded, photo, tiny_qwen, monkeypa
 def test_two_invalid_answers_fall_back(loaded, photo, tiny_qwen, monkeypatch):
     recorder = Recorder(loaded, [answer(eye_color="violet"), "I cannot help with that."])
     monkeypatch.setattr(loaded.model, "generate", recorder)
-    result = qwen.analyze_qwen(photo, "girl", tiny_qwen)
+    result = qwen.analyze_qwen(photo, "girl", tiny_qwen).model_dump(mode="json")
     assert result["source"] == "heuristic-fallback"
     assert "'violet' is not one of" in result["warnings"][0]
     assert "no JSON object" in result["warnings"][1]
@@ -150,7 +152,7 @@ def test_two_invalid_answers_fall_back(loaded, photo, tiny_qwen, monkeypatch):
 def test_the_model_is_loaded_once_per_process(loaded, photo, tiny_qwen, monkeypatch):
     monkeypatch.setattr(loaded.model, "generate", Recorder(loaded, [answer()] * 3))
     for _ in range(3):
-        assert qwen.analyze_qwen(photo, "girl", tiny_qwen)["source"] == "qwen2-vl"
+        assert qwen.analyze_qwen(photo, "girl", tiny_qwen).model_dump(mode="json")["source"] == "qwen2-vl"
     assert qwen.LOADS.count(str(Path(tiny_qwen).resolve())) == 1
 
 
@@ -212,8 +214,8 @@ def test_json_extraction():
 
 
 def test_the_model_sees_the_child_s_head_not_the_whole_photo(photo):
-    measured = analyze_heuristic(photo, "girl")
-    crop = qwen.head_crop(photo, measured["face_box"])
+    measured = analyze_heuristic(photo, "girl").model_dump(mode="json")
+    crop = head_crop(photo, measured["face_box"], qwen.MAX_IMAGE_SIDE)
     assert max(crop.size) <= qwen.MAX_IMAGE_SIDE
     x, y, w, h = measured["face_box"]
     H, W = photo.shape[:2]

@@ -201,18 +201,18 @@ def test_rendering_is_deterministic(renderer):
     assert first.tobytes() != page.tobytes()
 
 
-def test_the_render_steps_composite_matches_draw(renderer):
-    """The render step composites onto OpenCV's BGR array; same pixels as the Pillow path."""
-    from steps.render import composite
+def test_the_render_steps_composite_matches_render(renderer):
+    """The render step composites onto OpenCV's BGR array; same pixels as the RGB path."""
+    from steps.backends.typesetter import composite
 
     rng = np.random.default_rng(7)
     page = Image.fromarray(rng.integers(0, 256, (300, 800, 3), dtype=np.uint8))
     blocks = [TextBlock("Олена and Max", (40, 30, 700, 120), "BookFace", 60, color="#335577cc"),
               TextBlock("the end", (300, 200, 300, 80), "BookFace", 40, font_weight="bold")]
-    drawn = np.asarray(renderer.draw(page.copy(), blocks))
+    drawn = np.asarray(renderer.render(page, blocks))
     region, layer = renderer.text_layer(blocks, page.size)
     bgr = np.asarray(page)[:, :, ::-1].copy()
-    composite(bgr, region, layer)
+    composite(bgr, region, layer, bgr=True)
     assert np.array_equal(bgr[:, :, ::-1], drawn)
     assert not np.array_equal(drawn, np.asarray(page))
 

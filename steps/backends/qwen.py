@@ -37,7 +37,10 @@ import numpy as np
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
 
-from steps.backends.faces import EYE_COLORS, HAIR_COLORS, HAIR_STYLES, SKIN_TONES
+from steps.backends.classic import analyze_heuristic
+from steps.backends.faces import head_crop
+from steps.core.analysis import (EYE_COLORS, HAIR_COLORS, HAIR_STYLES, SKIN_TONES, Analysis, Features,
+                                 prompt_for)
 
 MAX_NEW_TOKENS = 160
 MAX_IMAGE_SIDE = 448          # the head-and-shoulders crop the model sees, at most this large
@@ -260,24 +263,12 @@ def generate(loaded: Loaded, image: Image.Image, turns: list[tuple[str, str]]) -
     return loaded.processor.batch_decode(new_tokens, skip_special_tokens=True)[0]
 
 
-def head_crop(photo: np.ndarray, box) -> Image.Image:
-    """The child's head and shoulders around the detected face box, at most MAX_IMAGE_SIDE."""
-    x, y, w, h = box
-    height, width = photo.shape[:2]
-    image = Image.fromarray(photo).crop((max(0, int(x - 0.6 * w)), max(0, int(y - 0.8 * h)),
-                                         min(width, int(x + 1.6 * w)), min(height, int(y + 1.6 * h))))
-    if max(image.size) > MAX_IMAGE_SIDE:
-        image.thumbnail((MAX_IMAGE_SIDE, MAX_IMAGE_SIDE), Image.Resampling.LANCZOS)
-    return image
-
-
-def analyze_qwen(photo: np.ndarray, gender: str, model_dir: str | os.PathLike[str]) -> dict:
+def analyze_qwen(photo: np.ndarray, gender: str, model_dir: str | os.PathLike[str] = "",
+                 **_options: Any) -> Analysis:
     """The analysis of a photo with Qwen2-VL, falling back to the measured features."""
-    from steps.analyze import analyze_heuristic, prompt_for
-
     measured = analyze_heuristic(photo, gender)  # no face: InputError before any model loads
     loaded = load(model_dir)
-    image = head_crop(photo, measured["face_box"])
+    image = head_crop(photo, measured.face_box, MAX_IMAGE_SIDE)
     warnings: list[str] = []
     turns: list[tuple[str, str | None]] = [(QUESTION, None)]
     answer = None
@@ -289,18 +280,18 @@ def analyze_qwen(photo: np.ndarray, gender: str, model_dir: str | os.PathLike[st
         except ValueError as e:
             warnings.append(f"qwen2-vl answer {attempt} was not usable: {e}")
             turns = [(QUESTION, text[:2000]), (RETRY.format(problem=str(e)[:300]), None)]
-    features = ("skin_tone", "hair_color", "hair_style", "eye_color")
     if answer is None:
         warnings.append("used the measured features instead of the model's")
         print("qwen2-vl: " + "; ".join(warnings), file=sys.stderr, flush=True)
-        return {**measured, "source": "heuristic-fallback", "analyzer_model": loaded.path,
-                "warnings": warnings}
-    result = {**measured, "source": "qwen2-vl", "analyzer_model": loaded.path,
-              "measured": {f: measured[f] for f in features},
-              **{f: getattr(answer, f) for f in features},
-              "model_gender": answer.gender,
-              "model_prompt": " ".join(answer.prompt.split())[:MAX_MODEL_PROMPT],
-              "warnings": warnings}
-    # the parent's choice of gender stands; the common prompt is built as in the old system
-    result["prompt"] = prompt_for(gender, result["hair_color"], result["hair_style"])
-    return result
+        return measured.model_copy(update={"source": "heuristic-fallback",
+                                           "analyzer_model": loaded.path, "warnings": warnings})
+    features = {f: getattr(answer, f) for f in Features.model_fields}
+    return measured.model_copy(update={
+        "source": "qwen2-vl", "analyzer_model": loaded.path,
+        "measured": Features(**{f: getattr(measured, f) for f in Features.model_fields}),
+        **features,
+        "model_gender": answer.gender,
+        "model_prompt": " ".join(answer.prompt.split())[:MAX_MODEL_PROMPT],
+        "warnings": warnings,
+        # the parent's choice of gender stands; the common prompt is built as in the old system
+        "prompt": prompt_for(gender, features["hair_color"], features["hair_style"])})

@@ -3,7 +3,7 @@
 The browser sees only the text: one HTML document per page holds an absolutely positioned box
 per :class:`TextBlock` over a transparent body the size of the page. We shrink each block's font
 until its text fits its box, screenshot the text layer with a transparent background and
-alpha-composite it onto the page with Pillow. The page image itself never enters the browser.
+alpha-composite it onto the page (:func:`composite`). The page image itself never enters the browser.
 
 Security: page scripts are disabled, every request is routed (the document and the book's
 fonts are served from memory under a fake origin, everything else is aborted and logged in
@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from io import BytesIO
 from typing import Sequence
 
+import numpy as np
 from PIL import Image
 
 from steps.backends.chromium import Browser, Tab, find_chromium  # noqa: F401 - find_chromium re-exported
@@ -208,6 +209,17 @@ def union_region(boxes: Sequence[tuple[int, int, int, int]], size: tuple[int, in
     return (x0, y0, x1, y1) if x0 < x1 and y0 < y1 else None
 
 
+def composite(page: np.ndarray, region: tuple[int, int, int, int], layer: Image.Image,
+              bgr: bool = False) -> None:
+    """Alpha-composite the RGBA ``layer`` over ``region`` (x0, y0, x1, y1) of the RGB (or, with
+    ``bgr``, OpenCV's BGR) array ``page``, in place, with Pillow's arithmetic."""
+    x0, y0, x1, y1 = region
+    order = slice(None, None, -1) if bgr else slice(None)
+    patch = Image.fromarray(np.ascontiguousarray(page[y0:y1, x0:x1, order])).convert("RGBA")
+    patch.alpha_composite(layer)
+    page[y0:y1, x0:x1] = np.asarray(patch.convert("RGB"))[:, :, order]
+
+
 class TextRenderer:
     """One headless Chromium for many pages. Use as a context manager.
 
@@ -290,17 +302,11 @@ class TextRenderer:
 
     def render(self, page: Image.Image, blocks: Sequence[TextBlock]) -> Image.Image:
         """A new RGB image: `page` with the blocks' text composited on it."""
-        return self.draw(page.convert("RGB"), blocks)
-
-    def draw(self, page: Image.Image, blocks: Sequence[TextBlock]) -> Image.Image:
-        """Composite the blocks' text onto the RGB image `page` itself (no copy); returns it."""
+        pixels = np.array(page.convert("RGB"))
         drawn = self.text_layer(blocks, page.size)
         if drawn is not None:
-            region, layer = drawn
-            patch = page.crop(region).convert("RGBA")
-            patch.alpha_composite(layer)
-            page.paste(patch.convert("RGB"), region[:2])
-        return page
+            composite(pixels, *drawn)
+        return Image.fromarray(pixels)
 
     def text_layer(self, blocks: Sequence[TextBlock], size: tuple[int, int]
                    ) -> tuple[tuple[int, int, int, int], Image.Image] | None:

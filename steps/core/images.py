@@ -1,4 +1,4 @@
-"""Image I/O: safe decoding of what parents upload, book files from anywhere, print PNGs.
+"""The image codec: safe decoding of what parents upload and designers draw, print PNGs.
 
 A photo is decoded once, upright (EXIF orientation), as 8-bit RGB, whatever it came as
 (JPEG, PNG, WebP, HEIC; 16-bit, CMYK, grayscale, palette, alpha), and never beyond
@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import io
 import struct
-import urllib.error
-import urllib.request
 import warnings
 import zlib
 
@@ -18,11 +16,9 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from steps.core.errors import InputError
-from steps.core.store import Store, StoreError, open_store, split_s3_uri
 
 MAX_PIXELS = 50_000_000
 MIN_PHOTO_SIDE = 64
-MAX_DOWNLOAD = 100 * 1024 * 1024
 PHOTO_FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "HEIF": "heic", "MPO": "jpg"}
 # Print PNGs: zlib level 1, every row with PNG's "Up" filter (see encode_png).
 PNG_COMPRESS_LEVEL = 1
@@ -152,44 +148,3 @@ def _with_dpi(png: bytes, dpi: int) -> bytes:
     chunk = struct.pack(">I", 9) + body + struct.pack(">I", zlib.crc32(body))
     end_of_ihdr = 8 + 8 + 13 + 4  # signature, IHDR length and type, its 13 bytes, its CRC
     return png[:end_of_ihdr] + chunk + png[end_of_ihdr:]
-
-
-def fetch(ref: str, book_files: Store) -> bytes:
-    """Bytes of a book file: a path relative to the book, ``s3://bucket/key`` or ``https://…``."""
-    if ref.startswith("s3://"):
-        bucket, key = split_s3_uri(ref)
-        parent, _, name = key.rstrip("/").rpartition("/")
-        try:
-            return open_store(f"s3://{bucket}/{parent}").read(name)
-        except FileNotFoundError:
-            raise InputError("missing_file", f"Book file {ref} does not exist; "
-                                             "upload it or fix the manifest.") from None
-    if ref.startswith("https://"):
-        return _download(ref)
-    if "://" in ref:
-        raise InputError("bad_manifest", f"Book file {ref!r} must be a relative path, s3:// or "
-                                         "https:// address.")
-    try:
-        return book_files.read(ref)
-    except (FileNotFoundError, ValueError):
-        raise InputError("missing_file", f"Book file {ref!r} does not exist in the book; "
-                                         "add it or fix the manifest.") from None
-
-
-def _download(url: str) -> bytes:
-    try:
-        with urllib.request.urlopen(url, timeout=30) as response:
-            data = response.read(MAX_DOWNLOAD + 1)
-    except urllib.error.HTTPError as e:
-        if 500 <= e.code < 600:
-            raise StoreError(f"{url} answered {e.code}") from e
-        raise InputError("missing_file", f"Book file {url} answered HTTP {e.code}; "
-                                         "check the address in the manifest.") from None
-    except (urllib.error.URLError, TimeoutError, OSError) as e:
-        reason = getattr(e, "reason", e)
-        raise InputError("unreachable_file", f"Book file {url} could not be fetched ({reason}); "
-                                             "check the address or host the file with the book.") from None
-    if len(data) > MAX_DOWNLOAD:
-        raise InputError("image_too_large", f"Book file {url} is larger than "
-                                            f"{MAX_DOWNLOAD // 2**20} MiB; use a smaller file.")
-    return data

@@ -14,11 +14,12 @@ import unicodedata
 from collections.abc import Callable
 from datetime import datetime, timezone
 from enum import Enum
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
 from steps.core import faults, notify
+from steps.core.analysis import Analysis
 from steps.core.errors import InputError
 from steps.core.store import Store, job_key
 
@@ -96,7 +97,7 @@ class JobRecord(BaseModel):
     child_gender: str
     status: Status = Status.ANALYZING
     status_history: list[StatusChange] = Field(default_factory=list)
-    analysis: dict[str, Any] | None = None
+    analysis: Analysis | None = None
     artifacts: list[Artifact] = Field(default_factory=list)
     error: JobError | None = None
     generation_retry: GenerationRetry = Field(default_factory=GenerationRetry)

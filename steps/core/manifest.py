@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 import string
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Annotated, Literal
@@ -17,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from steps.core.errors import InputError
-from steps.core.store import Store, open_store
+from steps.core.store import Store, StoreError, open_store, split_s3_uri
 
 MANIFEST = "book.yaml"
 TEMPLATE_VARIABLES = ("child_name", "child_age", "child_gender")
@@ -27,6 +29,7 @@ MAX_TEXT = 2_000
 MAX_TEXT_LAYERS = 20
 MAX_PAGE_PIXELS = 50_000_000     # = steps.core.images.MAX_PIXELS: a page must decode like any image
 MAX_MANIFEST_BYTES = 1_000_000
+MAX_DOWNLOAD = 100 * 1024 * 1024
 
 Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
 Color = Annotated[str, Field(pattern=r"^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6}|[0-9a-fA-F]{8})$")]
@@ -194,8 +197,6 @@ class LoadedBook:
 
     def read(self, ref: str) -> bytes:
         """A file of the book: relative to its root, ``s3://…`` or ``https://…``."""
-        from steps.core.images import fetch
-
         return fetch(ref, self.files)
 
 
@@ -267,3 +268,47 @@ def _check_book_file(files: Store, ref: str, uri: str) -> None:
     if not files.exists(ref):
         raise InputError("bad_manifest", f"{MANIFEST}: file {ref!r} does not exist in {uri}; "
                                          "add it or fix the path.")
+
+
+# ---- book files ---------------------------------------------------------------------------
+
+
+def fetch(ref: str, book_files: Store) -> bytes:
+    """Bytes of a book file: a path relative to the book, ``s3://bucket/key`` or ``https://…``."""
+    if ref.startswith("s3://"):
+        bucket, key = split_s3_uri(ref)
+        parent, _, name = key.rstrip("/").rpartition("/")
+        try:
+            return open_store(f"s3://{bucket}/{parent}").read(name)
+        except FileNotFoundError:
+            raise InputError("missing_file", f"Book file {ref} does not exist; "
+                                             "upload it or fix the manifest.") from None
+    if ref.startswith("https://"):
+        return _download(ref)
+    if "://" in ref:
+        raise InputError("bad_manifest", f"Book file {ref!r} must be a relative path, s3:// or "
+                                         "https:// address.")
+    try:
+        return book_files.read(ref)
+    except (FileNotFoundError, ValueError):
+        raise InputError("missing_file", f"Book file {ref!r} does not exist in the book; "
+                                         "add it or fix the manifest.") from None
+
+
+def _download(url: str) -> bytes:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            data = response.read(MAX_DOWNLOAD + 1)
+    except urllib.error.HTTPError as e:
+        if 500 <= e.code < 600:
+            raise StoreError(f"{url} answered {e.code}") from e
+        raise InputError("missing_file", f"Book file {url} answered HTTP {e.code}; "
+                                         "check the address in the manifest.") from None
+    except (urllib.error.URLError, TimeoutError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise InputError("unreachable_file", f"Book file {url} could not be fetched ({reason}); "
+                                             "check the address or host the file with the book.") from None
+    if len(data) > MAX_DOWNLOAD:
+        raise InputError("image_too_large", f"Book file {url} is larger than "
+                                            f"{MAX_DOWNLOAD // 2**20} MiB; use a smaller file.")
+    return data
