@@ -246,3 +246,20 @@ def wait(client: ArgoServer | Kubernetes, name: str, timeout_s: float, poll_s: f
         if time.monotonic() >= deadline:
             raise TimeoutError(f"{name} is still {current} after {timeout_s:.0f} s")
         time.sleep(poll_s)
+
+
+def cluster_phases(job_id: str, server, token, namespace, transport, insecure,
+                   warn: Callable[[str], None] = lambda _: None) -> list[dict] | None:
+    """The workflows of a job and their phases, when a cluster is configured; else None."""
+    settings = ClusterSettings.resolve(server, token, namespace, transport, insecure)
+    if transport is None and not settings.server:
+        return None  # no cluster asked for: the store alone answers
+    try:
+        found = connect(settings).find(job_id)
+    except ClusterError as e:
+        warn(f"warning: {e}")
+        return []
+    return [{"workflow": w["metadata"]["name"], "phase": phase(w),
+             "message": (w.get("status") or {}).get("message"),
+             "ui": settings.ui_url(w["metadata"]["name"])}
+            for w in sorted(found, key=lambda w: w["metadata"].get("creationTimestamp") or "")]

@@ -12,10 +12,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from pipeline.cli import (AgeOpt, AnalyzerModelOpt, AnalyzerOpt, BookArg, ChunkOpt, ComfyOpt,
-                          FaceBackendOpt, GenderOpt, JobIdOpt, JsonOpt, NameOpt, NotifyOpt,
-                          PhotoOpt, SeedOpt, Stage, StageOpt, StoreOpt, _exit, _say, _store, app,
-                          backends, prepare_job)
+from pipeline.commands.app import (AgeOpt, AnalyzerModelOpt, AnalyzerOpt, BookArg, ChunkOpt,
+                                   ComfyOpt, FaceBackendOpt, GenderOpt, JobIdOpt, JsonOpt, NameOpt,
+                                   NotifyOpt, PhotoOpt, SeedOpt, Stage, StageOpt, StoreOpt, fail,
+                                   say, store_at, app, backends, prepare_job)
 from pipeline.cluster import ClusterError, ClusterSettings, connect, phase, wait, workflow_manifest
 from steps.protocol import EXIT_FAILURE, EXIT_USAGE
 
@@ -34,7 +34,7 @@ PollOpt = Annotated[float, typer.Option("--poll", help="Seconds between status c
 
 def _settings(server, token, namespace, transport, insecure) -> ClusterSettings:
     if transport not in (None, "argo", "kubernetes"):
-        _exit(EXIT_USAGE, f"--transport must be argo or kubernetes, not {transport!r}")
+        fail(EXIT_USAGE, f"--transport must be argo or kubernetes, not {transport!r}")
     return ClusterSettings.resolve(server, token, namespace, transport, insecure)
 
 
@@ -42,21 +42,21 @@ def _client(settings: ClusterSettings):
     try:
         return connect(settings)
     except ClusterError as e:
-        _exit(EXIT_FAILURE, str(e))
+        fail(EXIT_FAILURE, str(e))
 
 
 def _follow(client, settings: ClusterSettings, name: str, timeout: float, poll: float) -> None:
     try:
-        workflow = wait(client, name, timeout, poll, report=_say)
+        workflow = wait(client, name, timeout, poll, report=say)
     except TimeoutError as e:
-        _exit(EXIT_FAILURE, f"{e}; it goes on running: `bookjob watch {name}` follows it again")
+        fail(EXIT_FAILURE, f"{e}; it goes on running: `bookjob watch {name}` follows it again")
     except ClusterError as e:
-        _exit(EXIT_FAILURE, str(e))
+        fail(EXIT_FAILURE, str(e))
     final = phase(workflow)
     typer.echo(f"{name}: {final}")
     if final != "Succeeded":
         message = (workflow.get("status") or {}).get("message") or "see `bookjob logs`"
-        _exit(EXIT_FAILURE, f"workflow {name} {final.lower()}: {message}")
+        fail(EXIT_FAILURE, f"workflow {name} {final.lower()}: {message}")
 
 
 @app.command()
@@ -87,12 +87,12 @@ def submit(
     as_json: JsonOpt = False,
 ) -> None:
     """Run a book job on a cluster: upload the photo, create a Workflow from `book-job`."""
-    target = _store(store)
+    target = store_at(store)
     if not target.uri.startswith("s3://"):
-        _exit(EXIT_USAGE, "a cluster job needs a store it can reach: --store s3://bucket/prefix "
+        fail(EXIT_USAGE, "a cluster job needs a store it can reach: --store s3://bucket/prefix "
                           "(or BOOKJOB_STORE)")
     if "://" not in book:
-        _exit(EXIT_USAGE, "a cluster job needs a book it can reach: an s3:// or https:// BOOK")
+        fail(EXIT_USAGE, "a cluster job needs a book it can reach: an s3:// or https:// BOOK")
     settings = _settings(server, token, namespace, transport, insecure)
     client = _client(settings)
     params = prepare_job(target, book, photo, name, age, gender, stage, job_id, randomize_seed,
@@ -104,7 +104,7 @@ def submit(
     try:
         created = client.create(workflow_manifest(params, settings.template))
     except ClusterError as e:
-        _exit(EXIT_FAILURE, str(e))
+        fail(EXIT_FAILURE, str(e))
     workflow = created["metadata"]["name"]
     if as_json:
         typer.echo(json.dumps({"workflow": workflow, "job_id": params["job_id"],
@@ -148,20 +148,4 @@ def logs(
         for pod, line in _client(settings).logs(workflow):
             typer.echo(f"{pod}: {line}")
     except ClusterError as e:
-        _exit(EXIT_FAILURE, str(e))
-
-
-def cluster_phases(job_id: str, server, token, namespace, transport, insecure) -> list[dict] | None:
-    """The workflows of a job and their phases, when a cluster is configured; else None."""
-    settings = ClusterSettings.resolve(server, token, namespace, transport, insecure)
-    if transport is None and not settings.server:
-        return None  # no cluster asked for: the store alone answers
-    try:
-        found = connect(settings).find(job_id)
-    except ClusterError as e:
-        _say(f"warning: {e}")
-        return []
-    return [{"workflow": w["metadata"]["name"], "phase": phase(w),
-             "message": (w.get("status") or {}).get("message"),
-             "ui": settings.ui_url(w["metadata"]["name"])}
-            for w in sorted(found, key=lambda w: w["metadata"].get("creationTimestamp") or "")]
+        fail(EXIT_FAILURE, str(e))

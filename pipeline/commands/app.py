@@ -1,0 +1,206 @@
+"""The ``bookjob`` app: the typer application, the options commands share, and their helpers.
+
+Command modules (:mod:`pipeline.commands.local`, :mod:`pipeline.commands.cluster`) import
+from here and register on :data:`app`; they never import each other.
+
+Exit codes: 0 done, 1 other failure, 2 usage, 3 bad input (photo, manifest, name, age, ids).
+``--json`` prints the job record and nothing else on stdout; progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import uuid
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from steps.core.errors import InputError
+from steps.protocol import EXIT_FAILURE, EXIT_INPUT, EXIT_USAGE
+from steps.core.job import JobNotFound, JobRecord, Status, read_job, validate_job_id
+from steps.core.store import Store, StoreError, open_store, upload_key
+
+
+class _App(typer.Typer):
+    """The CLI; a store that cannot be reached is one line and exit 1, not a traceback."""
+
+    def __call__(self, *args, **kwargs):
+        try:
+            return super().__call__(*args, **kwargs)
+        except StoreError as e:
+            typer.echo(f"error: temporary store failure ({e}); run the same command again "
+                       "when the store is reachable.", err=True)
+            sys.exit(EXIT_FAILURE)
+
+
+app = _App(help="Personalised children's books: photo in, print-ready book out.",
+           no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
+DEMO = Path(__file__).parents[1] / "demo"
+DEFAULT_STORE = "./bookjob-store"
+
+
+class Stage(str, Enum):
+    prepay = "prepay"
+    postpay = "postpay"
+    full = "full"
+
+
+StoreOpt = Annotated[Optional[str], typer.Option(
+    "--store", help="A folder or s3://bucket/prefix [env BOOKJOB_STORE; default ./bookjob-store]")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the job record as JSON only.")]
+
+
+def store_at(uri: str | None) -> Store:
+    return open_store(uri or os.environ.get("BOOKJOB_STORE") or DEFAULT_STORE)
+
+
+def say(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+def fail(code: int, message: str) -> None:
+    say(f"error: {message}")
+    raise typer.Exit(code)
+
+
+def _book_uri(book: str) -> str:
+    return book if "://" in book else str(Path(book).absolute())
+
+
+def _upload_photo(store: Store, job_id: str, photo: Path) -> str:
+    from steps.core.images import photo_ext
+
+    data = photo.read_bytes()
+    suffix = photo.suffix.lower().lstrip(".")
+    ext = photo_ext(data) or (suffix if suffix.isalnum() and len(suffix) <= 5 else "bin")
+    key = upload_key(job_id, ext)
+    store.write(key, data)
+    return key
+
+
+def _check_same(record: JobRecord, store: Store, photo: Path | None, name: str | None,
+                age: str | None, gender: str | None) -> None:
+    """Given again for an existing job, the child's fields and photo must match its record."""
+    given = {"name": (name, record.child_name), "gender": (gender, record.child_gender),
+             "age": (age, None if record.child_age is None else str(record.child_age))}
+    for field, (value, stored) in given.items():
+        if value is not None and value.strip() != stored:
+            fail(EXIT_USAGE, f"job {record.job_id} was made with {field} {stored!r}, not "
+                              f"{value!r}; leave --{field} out or use a new job id")
+    if photo is not None:
+        same = hashlib.sha256(photo.read_bytes()).digest() == hashlib.sha256(
+            store.read(record.photo_key)).digest()
+        if not same:
+            fail(EXIT_USAGE, f"job {record.job_id} was made with another photo; leave --photo "
+                              "out or use a new job id")
+
+
+def print_summary(record: JobRecord, store: Store, runs: list) -> None:
+    if runs:
+        say("\nstep durations:")
+        totals: dict[str, float] = {}
+        for run in runs:
+            totals[f"{run.stage}/{run.step}"] = totals.get(f"{run.stage}/{run.step}", 0) + run.wall_s
+        for label, seconds in totals.items():
+            say(f"  {label:<24} {seconds:7.2f} s")
+    typer.echo(f"job {record.job_id}: {record.status.value}")
+    if record.error:
+        typer.echo(f"  error in {record.error.step} ({record.error.reason}): {record.error.message}")
+    where = getattr(store, "root", None)
+    for artifact in record.artifacts:
+        if artifact.kind in ("page_png", "preview_pdf", "book_pdf"):
+            location = where / artifact.key if where else f"{store.uri}/{artifact.key}"
+            page = f" page {artifact.page:02d}" if artifact.page else ""
+            typer.echo(f"  {artifact.kind}{page}: {location}")
+
+
+BookArg = Annotated[str, typer.Argument(help="A book folder holding book.yaml, or an s3:// prefix.")]
+PhotoOpt = Annotated[Optional[Path], typer.Option(
+    "--photo", help="The child's photo (JPEG, PNG, WebP, HEIC).", exists=True, dir_okay=False)]
+NameOpt = Annotated[Optional[str], typer.Option("--name", help="The child's name, 1-40 characters.")]
+AgeOpt = Annotated[Optional[str], typer.Option("--age", help="The child's age in years, 0-17.")]
+GenderOpt = Annotated[Optional[str], typer.Option("--gender", help="girl, boy or unspecified.")]
+StageOpt = Annotated[Stage, typer.Option("--stage", help="prepay, postpay, or full (both).")]
+JobIdOpt = Annotated[Optional[str], typer.Option(
+    "--job-id", help="An existing job, or the id for a new one (default: a new UUID).")]
+SeedOpt = Annotated[bool, typer.Option("--randomize-seed", help="New random seeds for generation.")]
+ChunkOpt = Annotated[str, typer.Option(
+    "--pages-per-task", help="Pages per chunk (one process/pod each): a number, 0 (one chunk per "
+                             "stage) or auto (one chunk per core, at least 4 pages each).")]
+class Analyzer(str, Enum):
+    heuristic = "heuristic"
+    qwen2_vl = "qwen2-vl"
+
+
+class FaceBackend(str, Enum):
+    classic = "classic"
+    comfyui = "comfyui"
+
+
+AnalyzerOpt = Annotated[Optional[Analyzer], typer.Option(
+    "--analyzer", envvar="BOOKJOB_ANALYZER", help="heuristic (CPU) or qwen2-vl (GPU).")]
+AnalyzerModelOpt = Annotated[Optional[str], typer.Option(
+    "--analyzer-model", envvar="BOOKJOB_ANALYZER_MODEL", help="Local folder of the Qwen2-VL weights.")]
+FaceBackendOpt = Annotated[Optional[FaceBackend], typer.Option(
+    "--face-backend", envvar="BOOKJOB_FACE_BACKEND", help="classic (CPU) or comfyui (GPU).")]
+ComfyOpt = Annotated[Optional[str], typer.Option(
+    "--comfyui-url", envvar="BOOKJOB_COMFYUI_URL", help="The ComfyUI server for --face-backend comfyui.")]
+NotifyOpt = Annotated[Optional[str], typer.Option(
+    "--notify-url", envvar="BOOKJOB_NOTIFY_URL",
+    help="POST the job record here on each status change (signed with $BOOKJOB_NOTIFY_SECRET).")]
+
+
+def prepare_job(target: Store, book: str, photo: Path | None, name: str | None, age: str | None,
+                gender: str | None, stage: Stage, job_id: str | None, randomize_seed: bool,
+                pages_per_task: str) -> dict[str, str]:
+    """Check what the user asked for against the store, upload a new job's photo, and return
+    the pipeline parameters. Usage errors exit 2; a bad job id exits 3."""
+    if pages_per_task != "auto" and not pages_per_task.isdigit():
+        fail(EXIT_USAGE, f"--pages-per-task must be a number or auto, not {pages_per_task!r}")
+    job_id = job_id or str(uuid.uuid4())
+    try:
+        validate_job_id(job_id)
+    except InputError as e:
+        fail(EXIT_INPUT, e.message)
+    try:
+        record: JobRecord | None = read_job(target, job_id)
+    except JobNotFound:
+        record = None
+    if record is not None:
+        _check_same(record, target, photo, name, age, gender)
+        if stage is Stage.postpay and not record.reached(Status.PREPAY_READY):
+            fail(EXIT_USAGE, f"job {job_id} never reached prepay_ready ({record.status.value}); "
+                              "run --stage prepay first")
+        photo_key, name, age, gender = (record.photo_key, record.child_name,
+                                        str(record.child_age), record.child_gender)
+    else:
+        if stage is Stage.postpay:
+            fail(EXIT_USAGE, f"job {job_id} does not exist; postpay needs a job that reached "
+                              "prepay_ready (run --stage prepay or full)")
+        missing = [opt for opt, v in (("--photo", photo), ("--name", name), ("--age", age)) if v is None]
+        if missing:
+            fail(EXIT_USAGE, f"a new job needs {', '.join(missing)}")
+        photo_key = _upload_photo(target, job_id, photo)
+    return {"job_id": job_id, "book": _book_uri(book), "stage": stage.value, "store": target.uri,
+            "photo_key": photo_key, "child_name": name, "child_age": age,
+            "child_gender": gender or "unspecified", "randomize_seed": str(randomize_seed).lower(),
+            "pages_per_task": str(pages_per_task)}
+
+
+def backends(analyzer: str | None, analyzer_model: str | None, face_backend: str | None,
+             comfyui_url: str | None, defaults: dict[str, str]) -> dict[str, str]:
+    """The backend parameters that were given, over ``defaults``."""
+    given = {"analyzer": analyzer and Analyzer(analyzer).value, "analyzer_model": analyzer_model,
+             "face_backend": face_backend and FaceBackend(face_backend).value,
+             "comfyui_url": comfyui_url}
+    return {**defaults, **{k: v for k, v in given.items() if v}}
+
+
+LOCAL_BACKENDS = {"analyzer": "heuristic", "analyzer_model": "", "face_backend": "classic",
+                  "comfyui_url": ""}

@@ -1,0 +1,138 @@
+"""``bookjob run | status | demo | templates``: book jobs on this machine, and the compiled templates."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from pipeline.cluster import cluster_phases
+from pipeline.commands.app import (DEMO, LOCAL_BACKENDS, AgeOpt, AnalyzerModelOpt, AnalyzerOpt,
+                                   BookArg, ChunkOpt, ComfyOpt, FaceBackendOpt, GenderOpt,
+                                   JobIdOpt, JsonOpt, NameOpt, NotifyOpt, PhotoOpt, SeedOpt, Stage,
+                                   StageOpt, StoreOpt, fail, print_summary, say, store_at, app,
+                                   backends, prepare_job)
+from steps.core.errors import InputError
+from steps.core.job import JobNotFound, read_job, validate_job_id
+from steps.core.store import StoreError
+from steps.protocol import EXIT_FAILURE, EXIT_INPUT, EXIT_USAGE
+
+
+@app.command()
+def run(
+    book: BookArg,
+    photo: PhotoOpt = None,
+    name: NameOpt = None,
+    age: AgeOpt = None,
+    gender: GenderOpt = None,
+    stage: StageOpt = Stage.prepay,
+    job_id: JobIdOpt = None,
+    store: StoreOpt = None,
+    randomize_seed: SeedOpt = False,
+    pages_per_task: ChunkOpt = "auto",
+    analyzer: AnalyzerOpt = None,
+    analyzer_model: AnalyzerModelOpt = None,
+    face_backend: FaceBackendOpt = None,
+    comfyui_url: ComfyOpt = None,
+    notify_url: NotifyOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run a book job on this machine (the embedded engine)."""
+    from pipeline.local import LocalEngine, StepFailed
+
+    target = store_at(store)
+    params = prepare_job(target, book, photo, name, age, gender, stage, job_id, randomize_seed,
+                         pages_per_task)
+    params |= backends(analyzer, analyzer_model, face_backend, comfyui_url, LOCAL_BACKENDS)
+    if notify_url:
+        os.environ["BOOKJOB_NOTIFY_URL"] = notify_url  # the steps inherit it
+    job_id = params["job_id"]
+    say(f"job {job_id}: {stage.value} of {params['book']} (store {target.uri})")
+    engine = LocalEngine(target, params, progress=say)
+    code = 0
+    try:
+        engine.run(stage.value)
+    except StepFailed as failed:
+        code = EXIT_INPUT if failed.run.exit_code == EXIT_INPUT else EXIT_FAILURE
+        say(f"error: {failed.message}")
+    try:
+        final = read_job(target, job_id)
+    except JobNotFound:
+        raise typer.Exit(code or EXIT_FAILURE) from None
+    except StoreError:
+        if not code:
+            raise
+        raise typer.Exit(code) from None  # the failure was said; the store is down as well
+    if as_json:
+        typer.echo(final.model_dump_json(indent=2))
+    else:
+        print_summary(final, target, engine.runs)
+    raise typer.Exit(code)
+
+
+@app.command()
+def status(
+    job_id: Annotated[str, typer.Argument(help="The job's id.")],
+    store: StoreOpt = None,
+    server: Annotated[Optional[str], typer.Option(
+        "--server", help="Also show the job's workflows on this Argo Server [env ARGO_SERVER].")] = None,
+    namespace: Annotated[Optional[str], typer.Option("--namespace", "-n")] = None,
+    transport: Annotated[Optional[str], typer.Option(
+        "--transport", help="argo or kubernetes: also show the job's workflows.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show a job's status, error and artifacts (and its workflows, on a cluster)."""
+    target = store_at(store)
+    try:
+        validate_job_id(job_id)
+        record = read_job(target, job_id)
+    except InputError as e:
+        fail(EXIT_USAGE, e.message)
+    except JobNotFound as e:
+        fail(EXIT_FAILURE, str(e))
+    workflows = cluster_phases(job_id, server, None, namespace, transport, False, warn=say)
+    if as_json:
+        document = json.loads(record.model_dump_json())
+        if workflows is not None:
+            document["workflows"] = workflows
+        typer.echo(json.dumps(document, indent=2, ensure_ascii=False))
+        return
+    print_summary(record, target, [])
+    for change in record.status_history:
+        typer.echo(f"  {change.at}  {change.status.value}")
+    for w in workflows or []:
+        typer.echo(f"  workflow {w['workflow']}: {w['phase']}"
+                   + (f" — {w['message']}" if w["message"] else "") + (f"  {w['ui']}" if w["ui"] else ""))
+
+
+@app.command()
+def demo(
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the bundled demo book with the demo photo, stage full."""
+    run(book=str(DEMO / "book"), photo=DEMO / "photo.jpg", name="Mia", age="6", gender="girl",
+        stage=Stage.full, job_id=None, store=store, randomize_seed=False, pages_per_task="auto",
+        analyzer=None, analyzer_model=None, face_backend=None, comfyui_url=None,
+        notify_url=None, as_json=as_json)
+
+
+@app.command()
+def templates(
+    out: Annotated[Path, typer.Option(help="Folder for the WorkflowTemplate YAML.")] = Path("argo-templates"),
+    check: Annotated[bool, typer.Option(help="Only report whether OUT is up to date (exit 1 if not).")] = False,
+) -> None:
+    """Compile the pipeline into Argo WorkflowTemplates (argo-templates/)."""
+    from pipeline.argo import TEMPLATE_NAME, to_yaml, write_templates
+
+    if check:
+        path = out / f"{TEMPLATE_NAME}.yaml"
+        if not path.is_file() or path.read_text() != to_yaml():
+            fail(EXIT_FAILURE, f"{path} is out of date: run `bookjob templates`")
+        typer.echo(f"{path} is up to date")
+        return
+    for path in write_templates(out):
+        typer.echo(f"wrote {path}")
