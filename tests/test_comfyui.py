@@ -18,7 +18,7 @@ import yaml
 from PIL import Image
 
 try:
-    from tests.comfyui_double import ComfyUIDouble, seed_color
+    from tests.doubles.comfyui import ComfyUIDouble, seed_color
 except ImportError as e:  # aiohttp missing: say how to get it, never skip
     raise ImportError(f"the ComfyUI test double needs aiohttp ({e}): run `make setup`") from e
 
@@ -32,8 +32,8 @@ from steps.core.images import load_page, load_photo
 from steps.core.job import JobRecord, Status, create_job, read_job, update_job
 from steps.core.manifest import load_book
 from steps.core.store import LocalStore, upload_key
-from tests.conftest import make_book
-from tests.tiny_qwen import tiny_qwen  # noqa: F401 - the session fixture
+from tests.helpers import make_book
+from tests.doubles.tiny_qwen import tiny_qwen  # noqa: F401 - the session fixture
 
 JOB = "cf-1"
 PROMPTS = {1: ("child in a sunny forest, watercolor", "blurry, deformed"),

@@ -26,7 +26,7 @@ import pytest
 from PIL import Image
 
 from steps.core.store import LocalStore, S3Store
-from tests.conftest import CHILD_ARGS, DEMO_PHOTO, ROOT
+from tests.helpers import CHILD_ARGS, DEMO_PHOTO, ROOT
 
 pytestmark = pytest.mark.slow
 

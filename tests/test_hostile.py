@@ -32,7 +32,7 @@ import yaml
 from PIL import Image
 
 from steps.core.images import MAX_PIXELS
-from tests.conftest import DEMO_PHOTO, ROOT, make_book
+from tests.helpers import DEMO_PHOTO, ROOT, make_book
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ from PIL import Image
 
 from steps.core.errors import InputError
 from steps.core.images import MAX_PIXELS, encode_png, load_page, load_photo, photo_ext
-from tests.conftest import DEMO_PHOTO, png_bytes
+from tests.helpers import DEMO_PHOTO, png_bytes
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from bench.run import descendants
 from pipeline.launch import ExecLauncher, WarmLauncher, launcher
 from steps.plan import AUTO_MIN_PAGES, chunks
 from steps.protocol import GO_FILE, TIMING_PREFIX
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 
 def chromium_children(pid: int) -> list[int]:

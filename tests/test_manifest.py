@@ -7,7 +7,7 @@ import yaml
 
 from steps.core.errors import InputError
 from steps.core.manifest import fill, load_book
-from tests.conftest import DEMO
+from tests.helpers import DEMO
 
 
 def test_demo_book_is_valid():

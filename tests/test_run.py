@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from steps.core.store import LocalStore, S3Store
-from tests.conftest import DEMO, make_book
+from tests.helpers import DEMO, make_book
 
 pytestmark = pytest.mark.slow
 

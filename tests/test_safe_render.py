@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from steps.backends.typesetter import ORIGIN, FontFile, TextBlock, TextRenderer, find_chromium
-from tests.conftest import ANDIKA
+from tests.helpers import ANDIKA
 
 EVIL = "https://evil.example"
 
@@ -76,7 +76,7 @@ def test_limits_are_stated_and_enforced():
     """The manifest limits (page count, page size, text length) are in the README's manifest
     section, with the numbers the code enforces."""
     from steps.core import manifest
-    from tests.conftest import ROOT
+    from tests.helpers import ROOT
 
     readme = (ROOT / "README.md").read_text()
     section = readme[readme.index("## The book manifest"):]

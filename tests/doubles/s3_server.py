@@ -1,4 +1,4 @@
-"""A moto S3 server for the tests: ``python -m tests.s3_server PORT``.
+"""A moto S3 server for the tests: ``python -m tests.doubles.s3_server PORT``.
 
 moto checks a conditional write (If-Match / If-None-Match) and then stores the object in two
 separate moves, so two concurrent requests can both pass the check; real S3 decides them
