@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from pipeline.spec import TEMPLATE_NAME, argo_name
+from steps.core.settings import settings
 
 GROUP, VERSION, PLURAL = "argoproj.io", "v1alpha1", "workflows"
 DONE = {"Succeeded", "Failed", "Error"}
@@ -52,7 +53,7 @@ class ClusterSettings:
                    token=token or env.get("ARGO_TOKEN") or None, insecure=insecure)
 
     def ui_url(self, name: str) -> str | None:
-        base = os.environ.get("BOOKJOB_ARGO_UI") or self.server
+        base = settings().argo_ui or self.server
         return f"{base.rstrip('/')}/workflows/{self.namespace}/{name}" if base else None
 
 

@@ -21,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from steps.core.settings import settings
+
 # Imported once in the fork server; every step child starts with them loaded. The CLI is there
 # because multiprocessing re-runs the parent's main script (for `bookjob`, an import of the CLI)
 # in each child; boto3 only when the store is on S3.
@@ -120,6 +122,6 @@ class WarmLauncher(_Launcher):
 def launcher(s3: bool = False) -> ExecLauncher | WarmLauncher:
     """Warm unless ``BOOKJOB_LAUNCH=exec``, or the main script cannot be re-run (``python -``)."""
     main = getattr(sys.modules.get("__main__"), "__file__", None)
-    if os.environ.get("BOOKJOB_LAUNCH") == "exec" or (main is not None and not Path(main).is_file()):
+    if settings().launch == "exec" or (main is not None and not Path(main).is_file()):
         return ExecLauncher()
     return WarmLauncher(PRELOAD + (S3_PRELOAD if s3 else []))

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from steps.core.settings import Settings
+
 # Parameters of a job, with their defaults ("" = required). Names are the engines' keys;
 # Argo spells them with dashes (job_id -> job-id).
+_DEFAULTS = Settings.model_fields
 PARAMETERS: dict[str, str] = {
     "job_id": "",
     "book": "",
@@ -26,9 +29,9 @@ PARAMETERS: dict[str, str] = {
     "child_gender": "unspecified",
     "randomize_seed": "false",
     "pages_per_task": "0",
-    "analyzer": "heuristic",
+    "analyzer": _DEFAULTS["analyzer"].default,
     "analyzer_model": "",        # "" = not set: the step falls back to $BOOKJOB_ANALYZER_MODEL
-    "face_backend": "classic",
+    "face_backend": _DEFAULTS["face_backend"].default,
     "comfyui_url": "",           # "" = not set: the step falls back to $BOOKJOB_COMFYUI_URL
 }
 # Placeholders filled by the engine while it runs, not by the user.

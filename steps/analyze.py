@@ -13,8 +13,6 @@ back to the measured features when the model's answer is unusable.
 
 from __future__ import annotations
 
-import os
-
 from steps import runner
 from steps.backends.base import ANALYZERS, analyzer
 from steps.core import artifacts
@@ -23,6 +21,7 @@ from steps.core.images import load_photo
 from steps.core.job import (JobRecord, Status, create_job, parse_age, read_job, update_job,
                        validate_gender, validate_job_id, validate_name)
 from steps.core.manifest import load_book
+from steps.core.settings import settings
 from steps.core.store import Store, analysis_key, open_store
 
 BACKENDS = tuple(ANALYZERS)
@@ -30,7 +29,7 @@ BACKENDS = tuple(ANALYZERS)
 
 def analyzer_model(args) -> str:
     """The model directory for ``qwen2-vl`` (argument first, then the environment)."""
-    path = args.analyzer_model or os.environ.get("BOOKJOB_ANALYZER_MODEL", "")
+    path = args.analyzer_model or settings().analyzer_model
     if not path:
         raise InputError("no_analyzer_model", "--analyzer qwen2-vl needs the model's directory: "
                                               "pass --analyzer-model or set BOOKJOB_ANALYZER_MODEL.")
@@ -112,7 +111,7 @@ def main() -> None:
     p.add_argument("--age", required=True)
     p.add_argument("--gender", default="unspecified")
     p.add_argument("--analyzer", choices=sorted(BACKENDS),
-                   default=os.environ.get("BOOKJOB_ANALYZER") or "heuristic")
+                   default=settings().analyzer)
     p.add_argument("--analyzer-model", default="",
                    help="local Qwen2-VL directory for --analyzer qwen2-vl [env BOOKJOB_ANALYZER_MODEL]")
     runner.run("analyze", p.parse_args(), work)

@@ -13,7 +13,6 @@ seed, fixed per job and page unless the job asks for random ones, recorded in th
 from __future__ import annotations
 
 import hashlib
-import os
 import secrets
 
 import numpy as np
@@ -26,6 +25,7 @@ from steps.core.errors import InputError
 from steps.core.images import encode_png, load_page, load_photo
 from steps.core.job import JobRecord, read_job, update_job
 from steps.core.manifest import LoadedBook, load_book
+from steps.core.settings import settings
 from steps.core.store import Store, open_store, page_bg_key
 
 
@@ -104,12 +104,13 @@ def backend_options(args) -> dict:
     """The chosen face backend's settings (arguments first, then the environment)."""
     if args.face_backend != "comfyui":
         return {}
-    url = args.comfyui_url or os.environ.get("BOOKJOB_COMFYUI_URL", "")
+    configured = settings()
+    url = args.comfyui_url or configured.comfyui_url
     if not url:
         raise InputError("no_comfyui_url", "--face-backend comfyui needs the ComfyUI server's "
                                            "address: pass --comfyui-url or set BOOKJOB_COMFYUI_URL.")
     return {"url": url, "job_id": args.job_id, "timeout_s": args.comfyui_timeout,
-            "workflow": os.environ.get("BOOKJOB_COMFYUI_WORKFLOW") or None}
+            "workflow": configured.comfyui_workflow or None}
 
 
 def work(args) -> None:
@@ -129,11 +130,11 @@ def main() -> None:
     p.add_argument("--book", required=True)
     p.add_argument("--pages", required=True, help="page numbers of the chunk, e.g. 1,2,3")
     p.add_argument("--face-backend", choices=sorted(BACKENDS),
-                   default=os.environ.get("BOOKJOB_FACE_BACKEND") or "classic")
+                   default=settings().face_backend)
     p.add_argument("--comfyui-url", default="",
                    help="ComfyUI server for --face-backend comfyui [env BOOKJOB_COMFYUI_URL]")
     p.add_argument("--comfyui-timeout", type=float,
-                   default=float(os.environ.get("BOOKJOB_COMFYUI_TIMEOUT") or 600),
+                   default=settings().comfyui_timeout,
                    help="seconds ComfyUI may take for one page [env BOOKJOB_COMFYUI_TIMEOUT]")
     runner.run("backgrounds", p.parse_args(), work)
 

@@ -23,6 +23,7 @@ import typer
 from steps.core.errors import InputError
 from steps.protocol import EXIT_FAILURE, EXIT_INPUT, EXIT_USAGE
 from steps.core.job import JobNotFound, JobRecord, Status, read_job, validate_job_id
+from steps.core.settings import settings
 from steps.core.store import Store, StoreError, open_store, upload_key
 
 
@@ -42,7 +43,6 @@ app = _App(help="Personalised children's books: photo in, print-ready book out."
            no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
 DEMO = Path(__file__).parents[1] / "demo"
-DEFAULT_STORE = "./bookjob-store"
 
 
 class Stage(str, Enum):
@@ -57,7 +57,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print the job record as J
 
 
 def store_at(uri: str | None) -> Store:
-    return open_store(uri or os.environ.get("BOOKJOB_STORE") or DEFAULT_STORE)
+    return open_store(uri or settings().store)
 
 
 def say(message: str) -> None:
@@ -144,16 +144,16 @@ class FaceBackend(str, Enum):
 
 
 AnalyzerOpt = Annotated[Optional[Analyzer], typer.Option(
-    "--analyzer", envvar="BOOKJOB_ANALYZER", help="heuristic (CPU) or qwen2-vl (GPU).")]
+    "--analyzer", help="heuristic (CPU) or qwen2-vl (GPU) [env BOOKJOB_ANALYZER].")]
 AnalyzerModelOpt = Annotated[Optional[str], typer.Option(
-    "--analyzer-model", envvar="BOOKJOB_ANALYZER_MODEL", help="Local folder of the Qwen2-VL weights.")]
+    "--analyzer-model", help="Local folder of the Qwen2-VL weights [env BOOKJOB_ANALYZER_MODEL].")]
 FaceBackendOpt = Annotated[Optional[FaceBackend], typer.Option(
-    "--face-backend", envvar="BOOKJOB_FACE_BACKEND", help="classic (CPU) or comfyui (GPU).")]
+    "--face-backend", help="classic (CPU) or comfyui (GPU) [env BOOKJOB_FACE_BACKEND].")]
 ComfyOpt = Annotated[Optional[str], typer.Option(
-    "--comfyui-url", envvar="BOOKJOB_COMFYUI_URL", help="The ComfyUI server for --face-backend comfyui.")]
+    "--comfyui-url", help="The ComfyUI server for --face-backend comfyui [env BOOKJOB_COMFYUI_URL].")]
 NotifyOpt = Annotated[Optional[str], typer.Option(
-    "--notify-url", envvar="BOOKJOB_NOTIFY_URL",
-    help="POST the job record here on each status change (signed with $BOOKJOB_NOTIFY_SECRET).")]
+    "--notify-url", help="POST the job record here on each status change (signed with "
+                         "$BOOKJOB_NOTIFY_SECRET) [env BOOKJOB_NOTIFY_URL].")]
 
 
 def prepare_job(target: Store, book: str, photo: Path | None, name: str | None, age: str | None,
@@ -202,5 +202,8 @@ def backends(analyzer: str | None, analyzer_model: str | None, face_backend: str
     return {**defaults, **{k: v for k, v in given.items() if v}}
 
 
-LOCAL_BACKENDS = {"analyzer": "heuristic", "analyzer_model": "", "face_backend": "classic",
-                  "comfyui_url": ""}
+def local_backends() -> dict[str, str]:
+    """The backends a local run uses unless told otherwise: the settings (environment)."""
+    configured = settings()
+    return {"analyzer": configured.analyzer, "analyzer_model": configured.analyzer_model,
+            "face_backend": configured.face_backend, "comfyui_url": configured.comfyui_url}

@@ -10,9 +10,10 @@ from typing import Annotated, Optional
 import typer
 
 from pipeline.cluster import cluster_phases
-from pipeline.commands.app import (DEMO, LOCAL_BACKENDS, AgeOpt, AnalyzerModelOpt, AnalyzerOpt,
+from pipeline.commands.app import (DEMO, AgeOpt, AnalyzerModelOpt, AnalyzerOpt,
                                    BookArg, ChunkOpt, ComfyOpt, FaceBackendOpt, GenderOpt,
                                    JobIdOpt, JsonOpt, NameOpt, NotifyOpt, PhotoOpt, SeedOpt, Stage,
+                                   local_backends,
                                    StageOpt, StoreOpt, fail, print_summary, say, store_at, app,
                                    backends, prepare_job)
 from steps.core.errors import InputError
@@ -46,7 +47,7 @@ def run(
     target = store_at(store)
     params = prepare_job(target, book, photo, name, age, gender, stage, job_id, randomize_seed,
                          pages_per_task)
-    params |= backends(analyzer, analyzer_model, face_backend, comfyui_url, LOCAL_BACKENDS)
+    params |= backends(analyzer, analyzer_model, face_backend, comfyui_url, local_backends())
     if notify_url:
         os.environ["BOOKJOB_NOTIFY_URL"] = notify_url  # the steps inherit it
     job_id = params["job_id"]

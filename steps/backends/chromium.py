@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from steps.core.errors import SetupError, TransientError
+from steps.core.settings import settings
 
 # What this workplace's machines and pods need, then what keeps a headless browser quiet,
 # deterministic (sRGB screenshots) and free of background work.
@@ -68,7 +69,7 @@ def _playwright_chromium() -> str | None:
 def find_chromium() -> str:
     """The Chromium to launch: $BOOKJOB_CHROMIUM, else Playwright's own if one is installed,
     else the system's."""
-    env = os.environ.get("BOOKJOB_CHROMIUM")
+    env = settings().chromium
     if env:
         if not Path(env).is_file():
             raise SetupError(f"BOOKJOB_CHROMIUM is set to {env!r}, but no such file exists; "

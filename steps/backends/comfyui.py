@@ -32,6 +32,7 @@ from PIL import Image, ImageFilter
 
 from steps.backends.faces import head_crop
 from steps.core.analysis import Analysis
+from steps.core.settings import settings
 from steps.backends.comfyui_client import (DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_REQUEST_TIMEOUT_S,
                                            DEFAULT_TIMEOUT_S, ComfyUIClient, ComfyUIError,
                                            wait_ready)
@@ -213,7 +214,7 @@ class ComfyUIFaceTransfer:
 def start(photo: np.ndarray, analysis: Analysis, **options) -> ComfyUIFaceTransfer:
     """The face backend for a chunk; a sidecar that is still starting is waited for first
     (``$BOOKJOB_COMFYUI_READY_TIMEOUT`` seconds, set by the Argo template)."""
-    ready_s = float(os.environ.get("BOOKJOB_COMFYUI_READY_TIMEOUT") or 0)
+    ready_s = settings().comfyui_ready_timeout
     if ready_s > 0:
         wait_ready(options["url"], ready_s)
     return ComfyUIFaceTransfer(photo, analysis, **options)
@@ -226,7 +227,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m steps.backends.comfyui", description=main.__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     ready = sub.add_parser("wait-ready", help="wait until ComfyUI answers /system_stats")
-    ready.add_argument("url", nargs="?", default=os.environ.get("BOOKJOB_COMFYUI_URL"))
+    ready.add_argument("url", nargs="?", default=settings().comfyui_url)
     ready.add_argument("--timeout", type=float, default=300.0)
     args = p.parse_args(argv)
     if not args.url:

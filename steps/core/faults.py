@@ -1,6 +1,6 @@
 """Fault injection for the crash tests: SIGKILL a step at a named point of its work.
 
-Unset (as always in production) this is one environment lookup per step and nothing else.
+Unset (as always in production) this is one settings lookup per step and nothing else.
 
 ``BOOKJOB_KILL=<step>:<point>[:<n>]`` kills step ``<step>`` the ``n``-th time (default: the
 first) it reaches ``<point>``. The points:
@@ -21,6 +21,8 @@ from __future__ import annotations
 import os
 import signal
 
+from steps.core.settings import settings
+
 _step: str | None = None
 _target: tuple[str, str, int] | None = None
 _seen: dict[str, int] = {}
@@ -30,7 +32,7 @@ def arm(step: str) -> None:
     """Called once by the step runner: this process is step ``step``."""
     global _step, _target
     _step = step
-    spec = os.environ.get("BOOKJOB_KILL", "")
+    spec = settings().kill
     parts = spec.split(":")
     if len(parts) in (2, 3) and parts[0] == step:
         _target = (parts[0], parts[1], int(parts[2]) if len(parts) == 3 else 1)
@@ -43,12 +45,12 @@ def point(name: str) -> None:
     _seen[name] = _seen.get(name, 0) + 1
     if _seen[name] != _target[2]:
         return
-    once = os.environ.get("BOOKJOB_KILL_ONCE")
+    once = settings().kill_once
     if once:
         try:
             os.close(os.open(once, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
         except FileExistsError:
             return
-    if os.environ.get("BOOKJOB_KILL_SCOPE") == "group":
+    if settings().kill_scope == "group":
         os.killpg(os.getpgrp(), signal.SIGKILL)
     os.kill(os.getpid(), signal.SIGKILL)

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import sys
 import time
 import urllib.error
 import urllib.request
+
+from steps.core.settings import settings
 
 ATTEMPTS = 4
 TIMEOUT_S = 5.0
@@ -52,6 +53,7 @@ def send(url: str, body: bytes, secret: str = "", attempts: int = ATTEMPTS,
 
 def status_changed(record_json: bytes) -> None:
     """Notify the configured webhook, if any (called after each status change)."""
-    url = os.environ.get("BOOKJOB_NOTIFY_URL", "").strip()
+    configured = settings()
+    url = configured.notify_url.strip()
     if url:
-        send(url, record_json, os.environ.get("BOOKJOB_NOTIFY_SECRET", ""))
+        send(url, record_json, configured.notify_secret)

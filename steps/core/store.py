@@ -17,6 +17,7 @@ from pathlib import Path, PurePosixPath
 
 from steps.core import faults
 from steps.core.errors import TransientError
+from steps.core.settings import settings
 
 # ---- keys (DESIGN §2) -------------------------------------------------------------------
 
@@ -173,11 +174,12 @@ def _s3_client():
     # Settings (credentials, region, AWS_ENDPOINT_URL_S3 for MinIO) come from the standard AWS
     # environment and config files; timeouts and 5xx are retried with bounded backoff
     # (botocore's standard mode: up to AWS_MAX_ATTEMPTS tries, default 5, backoff capped at 20 s).
-    env = os.environ
+    configured = settings()
     config = Config(
-        retries={"mode": "standard", "total_max_attempts": int(env.get("AWS_MAX_ATTEMPTS") or 5)},
-        connect_timeout=float(env.get("BOOKJOB_S3_CONNECT_TIMEOUT") or 10),
-        read_timeout=float(env.get("BOOKJOB_S3_READ_TIMEOUT") or 60),
+        retries={"mode": "standard",
+                 "total_max_attempts": int(os.environ.get("AWS_MAX_ATTEMPTS") or 5)},
+        connect_timeout=configured.s3_connect_timeout,
+        read_timeout=configured.s3_read_timeout,
     )
     return boto3.client("s3", config=config)
 

@@ -1,0 +1,57 @@
+"""Settings from the environment (``BOOKJOB_*``), read in one place, with their defaults.
+
+Every ``BOOKJOB_*`` variable a step, the engine or the CLI reads is a field of
+:class:`Settings`; an empty variable means "not set". :func:`settings` reads the environment
+each time it is called (a step is a short process; tests change the environment), and a value
+that is not of its field's type is a :class:`~steps.core.errors.SetupError` naming the variable.
+Command-line options win over these; the defaults below are the single table the pipeline
+spec, the CLI and the steps take theirs from.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from steps.core.errors import SetupError
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BOOKJOB_", env_ignore_empty=True, extra="ignore")
+
+    store: str = "./bookjob-store"              # the CLI's store: a folder or s3://bucket/prefix
+    # backends (the local engine's defaults; the Argo template has the cluster's)
+    analyzer: Literal["heuristic", "qwen2-vl"] = "heuristic"
+    analyzer_model: str = ""                     # a local Qwen2-VL directory
+    face_backend: Literal["classic", "comfyui"] = "classic"
+    comfyui_url: str = ""
+    comfyui_timeout: float = 600.0               # seconds ComfyUI may take for one page
+    comfyui_workflow: str = ""                   # another API-format workflow file
+    comfyui_ready_timeout: float = 0.0           # wait this long for a starting sidecar
+    chromium: str = ""                           # the Chromium executable for the render step
+    # the status webhook
+    notify_url: str = ""
+    notify_secret: str = ""
+    # S3 (credentials, region and endpoint come from the standard AWS environment)
+    s3_connect_timeout: float = 10.0
+    s3_read_timeout: float = 60.0
+    # the local engine and the cluster client
+    launch: Literal["warm", "exec"] = "warm"     # exec: a fresh interpreter per step
+    argo_ui: str = ""                            # the Argo UI's address, for links
+    # fault injection for the crash tests (steps.core.faults); never set in production
+    kill: str = ""
+    kill_once: str = ""
+    kill_scope: Literal["", "step", "group"] = ""
+
+
+def settings() -> Settings:
+    """The settings as the environment says now."""
+    try:
+        return Settings()
+    except ValidationError as e:
+        first = e.errors()[0]
+        name = "BOOKJOB_" + str(first["loc"][0]).upper()
+        raise SetupError(f"{name} is set to {str(first.get('input'))[:80]!r}, which is not "
+                         f"valid ({first['msg']}); fix or unset it.") from None
