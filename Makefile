@@ -13,7 +13,7 @@ REGISTRY ?= ghcr.io/bookjob
 MODEL ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup system-deps demo test test-fast templates chart helm-lint images clean
+.PHONY: help setup system-deps demo test test-fast lint templates chart helm-lint images bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -41,6 +41,10 @@ demo: setup ## Run the demo book (stage full) on the embedded engine into ./book
 
 test: setup ## Run the whole test suite
 	$(PY) -m pytest -n 2 --dist loadgroup
+
+lint: setup ## ruff (pyflakes, pycodestyle, isort, pydocstyle, bugbear, pyupgrade) and mypy (strict on steps/core)
+	$(VENV)/bin/ruff check steps pipeline tests bench scripts
+	$(VENV)/bin/mypy
 
 test-fast: setup ## Run the tests without the end-to-end pipeline runs
 	$(PY) -m pytest -n 2 -m "not slow"
