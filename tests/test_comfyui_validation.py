@@ -25,7 +25,11 @@ from PIL import Image
 
 from steps.backends.comfyui import WORKFLOW, load_workflow
 from tests.doubles.comfyui import ComfyUIDouble
-from tests.doubles.comfyui_validation import OBJECT_INFO, load_object_info, validate_prompt
+from tests.doubles.comfyui_validation import (
+    OBJECT_INFO,
+    load_object_info,
+    validate_prompt,
+)
 
 DATA = Path(__file__).parent / "data" / "comfyui"
 MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
@@ -176,7 +180,7 @@ def test_the_boundary_values_beside_them_pass(comfy, case):
 def test_a_converted_value_is_what_runs(comfy):
     graph = load_workflow()
     graph["5"]["inputs"].update(width="96", height=48)
-    status, answer = post(comfy.url, graph)
+    status, _ = post(comfy.url, graph)
     assert status == 200
     assert comfy.received.prompts[0]["prompt"]["5"]["inputs"]["width"] == 96  # int, as executed
 

@@ -325,3 +325,11 @@ def test_comfyui_image_is_a_server_with_a_health_check():
     assert len(health) == 1 and "http://127.0.0.1:8188/system_stats" in health[0]
     assert [rest for keyword, rest in final if keyword == "EXPOSE"] == ["8188"]
     assert "checkov:skip" not in DOCKERFILES["comfyui"].read_text()
+
+
+def test_the_readme_states_the_image_contract():
+    readme = " ".join((ROOT / "README.md").read_text().replace("`", "").split())
+    assert " ".join(SIDECAR_COMMAND) in readme
+    for fact in ("10001:10001", "HOME=/tmp", "read-only volume at /models/comfyui",
+                 "a125cd84", "9d076a3d"):
+        assert fact in readme, fact

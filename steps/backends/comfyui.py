@@ -30,9 +30,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-from steps.backends.comfyui_client import (BUNDLED, DEFAULT_CONNECT_TIMEOUT_S,
-                                           DEFAULT_REQUEST_TIMEOUT_S, DEFAULT_TIMEOUT_S,
-                                           ComfyUIClient, ComfyUIError, wait_ready)
+from steps.backends.comfyui_client import (
+    BUNDLED,
+    DEFAULT_CONNECT_TIMEOUT_S,
+    DEFAULT_REQUEST_TIMEOUT_S,
+    DEFAULT_TIMEOUT_S,
+    ComfyUIClient,
+    ComfyUIError,
+    wait_ready,
+)
 from steps.backends.faces import head_crop
 from steps.core.analysis import Analysis
 from steps.core.errors import InputError, SetupError

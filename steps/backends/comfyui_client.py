@@ -17,7 +17,12 @@ import urllib.parse
 import urllib.request
 import uuid
 
-from steps.backends.comfyui_errors import ComfyUIError, ComfyUITimeout, execution_error, rejection
+from steps.backends.comfyui_errors import (
+    ComfyUIError,
+    ComfyUITimeout,
+    execution_error,
+    rejection,
+)
 from steps.core.errors import InputError
 
 DEFAULT_TIMEOUT_S = 600.0      # one page, queued to decoded
@@ -62,7 +67,7 @@ class ComfyUIClient:
 
     # -- connections
 
-    def open(self) -> "ComfyUIClient":
+    def open(self) -> ComfyUIClient:
         """Check the server answers and open the websocket."""
         status, data = self._request("GET", "/system_stats")
         if status != 200:
@@ -79,7 +84,7 @@ class ComfyUIClient:
             self._ws = None
         self._drop_http()
 
-    def __enter__(self) -> "ComfyUIClient":
+    def __enter__(self) -> ComfyUIClient:
         return self.open()
 
     def __exit__(self, *exc) -> None:

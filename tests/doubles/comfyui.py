@@ -36,6 +36,7 @@ from PIL import Image
 
 from tests.doubles.comfyui_validation import load_object_info, validate_prompt
 
+
 def seed_color(seed: int) -> np.ndarray:
     """The double's 'generation': a colour that depends only on the seed."""
     return np.frombuffer(hashlib.sha256(str(int(seed)).encode()).digest()[:3], np.uint8).astype(np.float32)
