@@ -10,7 +10,7 @@ Per chunk the backend opens one :class:`~steps.backends.comfyui_client.ComfyUICl
 HTTP connection, one websocket) and uploads the child's photo once; per face page it crops a
 square around the face slot, uploads it and an elliptical mask, runs the graph and blends the
 result back into the slot. Outside the slot the page keeps its exact pixels. How the server's
-answers become errors is the client's business (:mod:`steps.backends.comfyui_client`).
+answers become errors is decided in :mod:`steps.backends.comfyui_errors`.
 
 The workflow's inputs are found by node title (``_meta.title``), so the graph can be
 re-exported from ComfyUI as long as the titles in :data:`TITLES` stay.
