@@ -62,7 +62,7 @@ chart: setup ## Generate the chart's WorkflowTemplate (helm/bookjob/templates/) 
 helm-lint: setup ## Lint the Helm chart with Helm v4 (helm-python-sdk; no helm binary needed)
 	$(PY) scripts/helm.py lint --strict helm/bookjob
 
-images: ## Build the GPU and CPU images with Docker (MODEL=/path/to/Qwen2-VL bakes the weights in)
+images: ## Build the GPU, CPU and ComfyUI sidecar images with Docker (MODEL=/path/to/Qwen2-VL bakes the weights in)
 	@if ! command -v docker >/dev/null 2>&1 || ! docker info >/dev/null 2>&1; then \
 	  echo "make images: no usable Docker here (no docker command, or no running daemon)."; \
 	  echo "Build on a machine with Docker (BuildKit): see README.md, 'Install on a cluster'."; \
@@ -72,6 +72,8 @@ images: ## Build the GPU and CPU images with Docker (MODEL=/path/to/Qwen2-VL bak
 	  $(if $(MODEL),--build-context model=$(MODEL)) -t $(REGISTRY)/bookjob-gpu:$(VERSION) .
 	docker build -f images/cpu.Dockerfile --build-arg VERSION=$(VERSION) \
 	  -t $(REGISTRY)/bookjob-cpu:$(VERSION) .
+	docker build -f images/comfyui.Dockerfile --build-arg VERSION=$(VERSION) \
+	  -t $(REGISTRY)/comfyui:$(VERSION) .
 
 bench: setup ## Measure a job against the physical floor: bench/results.json and a table
 	$(PY) -m bench.run

@@ -27,7 +27,7 @@ from steps.backends.classic import analyze_heuristic
 from steps.backgrounds import make_backgrounds, page_seed
 from steps.backends.comfyui import ComfyUIFaceTransfer, load_workflow, node_ids, slot_region
 from steps.backends.comfyui_client import ComfyUIClient, ComfyUIError, ComfyUITimeout, wait_ready
-from steps.core.errors import InputError
+from steps.core.errors import InputError, SetupError
 from steps.core.images import load_page, load_photo
 from steps.core.job import JobRecord, Status, create_job, read_job, update_job
 from steps.core.manifest import load_book
@@ -217,40 +217,144 @@ def broken_workflow(tmp_path: Path, change) -> str:
     return str(path)
 
 
-def test_a_graph_comfyui_rejects_is_permanent(comfy, tmp_path):
+def test_a_graph_comfyui_rejects_is_the_operators_problem(comfy, tmp_path):
+    """A rejected graph is bookjob's or the operator's workflow, never the book: SetupError
+    (exit 1), one line naming the node and what to fix (comfyui_errors.py argues why)."""
     sampler = node_ids(load_workflow())["sampler"]
     missing = broken_workflow(tmp_path, lambda g: g[sampler]["inputs"].pop("steps"))
-    with pytest.raises(InputError) as caught:
+    with pytest.raises(SetupError) as caught:
         one_page(transfer(comfy.url, workflow=missing))
-    assert caught.value.reason == "comfyui_invalid_workflow"
-    assert f"node {sampler} (KSampler): Required input is missing steps" in caught.value.message
-    assert comfy.received.prompts == []
+    text = str(caught.value)
+    assert f"node {sampler} (KSampler) Required input is missing: steps" in text
+    assert f"rejected the face-transfer workflow {missing}" in text and "BOOKJOB_COMFYUI_WORKFLOW" in text
+    assert "\n" not in text and comfy.received.prompts == []
 
     unknown = broken_workflow(tmp_path, lambda g: g[sampler].update(class_type="KSamplerTurbo"))
-    with pytest.raises(InputError, match="KSamplerTurbo does not exist"):
+    with pytest.raises(SetupError, match="Cannot execute because node KSamplerTurbo does not exist.*'#15'"):
         one_page(transfer(comfy.url, workflow=unknown))
+
+    wrong_case = broken_workflow(tmp_path, lambda g: g["6"]["inputs"].update(provider="cuda"))
+    with pytest.raises(SetupError, match=r"node 6 \(IPAdapterUnifiedLoaderFaceID\) Value not in list: "
+                                         r"provider: 'cuda' not in \['CPU', 'CUDA'"):
+        one_page(transfer(comfy.url, workflow=wrong_case))
+
+
+def test_a_model_the_server_lacks_names_the_file_for_the_operator(comfy):
+    comfy.object_info["ControlNetLoader"]["input"]["required"]["control_net_name"][0] = []
+    with pytest.raises(SetupError) as caught:
+        one_page(transfer(comfy.url))
+    text = str(caught.value)
+    assert text.startswith(f"ComfyUI at {comfy.url} has no model 'control_v11p_sd15_canny.pth' for "
+                           "control_net_name of node 10 (ControlNetLoader)")
+    assert "/models/comfyui" in text and "face slot" not in text
+
+
+def test_an_upload_the_server_lost_is_a_setup_problem(comfy, monkeypatch):
+    """The upload answered, but the prompt reached a server without the file (several replicas)."""
+    original = ComfyUIClient.upload_image
+
+    def lost(self, name, png, subfolder="bookjob"):
+        ref = original(self, name, png, subfolder)
+        comfy.files.pop(("input", subfolder, name))
+        return ref
+
+    monkeypatch.setattr(ComfyUIClient, "upload_image", lost)
+    with pytest.raises(SetupError, match="does not find an image bookjob has just uploaded .*Invalid image "
+                                         f"file: bookjob/{JOB}-"):
+        one_page(transfer(comfy.url))
 
 
 def test_a_workflow_without_the_named_inputs_is_refused_before_any_request(comfy, tmp_path):
     seedless = broken_workflow(tmp_path, lambda g: g[node_ids(g)["sampler"]]["inputs"].pop("seed"))
-    with pytest.raises(RuntimeError, match="has no input 'seed'"):
+    with pytest.raises(SetupError, match="has no input 'seed'"):
         transfer(comfy.url, workflow=seedless)
     assert comfy.received.system_stats == 0
 
 
-def test_execution_errors_bad_inputs_are_permanent_gpu_trouble_is_not(comfy):
-    comfy.execution_error = {"exception_type": "ValueError",
-                             "exception_message": "mask and image sizes differ"}
-    with pytest.raises(InputError) as caught:
-        one_page(transfer(comfy.url))
-    assert caught.value.reason == "comfyui_execution_error"
-    assert "KSampler" in caught.value.message and "mask and image sizes differ" in caught.value.message
+# What the real server sends (tests/data/comfyui/README.md, observed on ComfyUI 0.3.64
+# a125cd84b054a57729b5eecab930ca9408719832 with ComfyUI_IPAdapter_plus 9d076a3df0d2763cef5510ec5ab807f6632c39f5).
+# execution.py (execute) formats exception_message as "{error}\n{tips}" -- the OOM tips below are
+# its text -- and exception_type as module.Qualname (full_type_name); IPAdapterPlus.py / utils.py
+# raise the bare Exceptions ("... model not found.", "InsightFace: No face detected.", and
+# insightface's ImportError re-raised as Exception(e)).
+OOM_TIPS = ("This error means you ran out of memory on your GPU.\n\nTIPS: If the workflow worked before "
+            "you might have accidentally set the batch_size to a large number.")
+SERVER_SAYS = {
+    "corrupt-checkpoint": ("CheckpointLoaderSimple", "safetensors._safetensors_rust.SafetensorError",
+                           "Error while deserializing header: header too small\n", SetupError),
+    "no-clip-vision": ("IPAdapterUnifiedLoaderFaceID", "Exception", "ClipVision model not found.\n", SetupError),
+    "no-ipadapter": ("IPAdapterUnifiedLoaderFaceID", "Exception", "IPAdapter model not found.\n", SetupError),
+    "no-lora": ("IPAdapterUnifiedLoaderFaceID", "Exception", "LoRA model not found.\n", SetupError),
+    "no-insightface": ("IPAdapterUnifiedLoaderFaceID", "Exception", "No module named 'insightface'\n", SetupError),
+    # mentions CUDA, and is no passing moment: a CPU-only torch in a GPU image
+    "cpu-torch": ("KSampler", "AssertionError", "Torch not compiled with CUDA enabled\n", SetupError),
+    "cuda-oom": ("KSampler", "torch.OutOfMemoryError",
+                 "CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 23.55 GiB "
+                 "of which 1.06 GiB is free.\n" + OOM_TIPS, ComfyUIError),
+    "cuda-oom-runtime": ("KSampler", "RuntimeError", "CUDA error: out of memory\n", ComfyUIError),
+    "no-face": ("IPAdapterFaceID", "Exception", "InsightFace: No face detected.\n", InputError),
+    "unreadable": ("LoadImage", "PIL.UnidentifiedImageError",
+                   "cannot identify image file '/tmp/comfyui/input/bookjob/cf-1-child.png'\n", InputError),
+    "unknown": ("KSampler", "ValueError", "mask and image sizes differ\n", ComfyUIError),
+}
 
-    comfy.execution_error = {"exception_type": "torch.OutOfMemoryError",
-                             "exception_message": "CUDA out of memory. Tried to allocate 2.00 GiB"}
-    with pytest.raises(ComfyUIError, match="out of memory") as caught:
+
+@pytest.mark.parametrize("case", SERVER_SAYS)
+def test_execution_errors_are_classified_by_what_the_server_sends(comfy, case):
+    node_type, exception_type, message, expected = SERVER_SAYS[case]
+    comfy.fail_at = node_type
+    comfy.execution_error = {"exception_type": exception_type, "exception_message": message}
+    with pytest.raises(expected) as caught:
         one_page(transfer(comfy.url))
-    assert not isinstance(caught.value, InputError)
+    error = caught.value
+    assert type(error) is expected or (expected is ComfyUIError and isinstance(error, ComfyUIError))
+    text = error.message if isinstance(error, InputError) else str(error)
+    assert "\n" not in text and "TIPS" not in text and "face slot" not in text
+    if expected is SetupError:
+        nid = node_ids(load_workflow()).get("sampler") if node_type == "KSampler" else None
+        assert text.startswith(f"ComfyUI at {comfy.url} cannot run the face transfer: node ")
+        assert f"({node_type}) failed with " in text and message.strip() in text
+        assert nid is None or f"node {nid} " in text
+    elif expected is ComfyUIError:
+        assert message.split("\n")[0] in text
+    else:
+        assert error.reason in ("comfyui_no_face", "comfyui_unreadable_image")
+
+
+def test_an_error_read_from_the_history_is_classified_the_same(comfy):
+    comfy.drop_socket = True  # the client falls back to /history's status messages
+    comfy.fail_at = "CheckpointLoaderSimple"
+    comfy.execution_error = {"exception_type": "safetensors._safetensors_rust.SafetensorError",
+                             "exception_message": "Error while deserializing header: header too small\n"}
+    with pytest.raises(SetupError, match=r"node 1 \(CheckpointLoaderSimple\) failed with safetensors"
+                                         r"\._safetensors_rust\.SafetensorError: Error while deserializing "
+                                         r"header: header too small; fix"):
+        one_page(transfer(comfy.url))
+
+
+@pytest.mark.parametrize("socket", ["websocket", "history"])
+def test_an_interrupted_run_is_transient(comfy, socket):
+    comfy.interrupt = True
+    comfy.drop_socket = socket == "history"
+    with pytest.raises(ComfyUIError, match=r"interrupted the face on page 5 at node 15 \(KSampler\)") as caught:
+        one_page(transfer(comfy.url))
+    assert not isinstance(caught.value, (InputError, SetupError))
+
+
+def test_a_face_slot_outside_the_page_is_bad_input_before_any_upload(comfy):
+    from steps.backends.base import FaceRequest
+
+    backend = transfer(comfy.url)
+    try:
+        with pytest.raises(InputError) as caught:
+            backend(np.full((300, 400, 3), 180, np.uint8), FaceRequest(5, ((170, 120), (400, 120)), "p", "n", 1))
+        assert caught.value.reason == "face_slot_outside_page"
+        assert "eye [400, 120] is outside its 400x300 image" in caught.value.message
+        assert comfy.received.uploads == []
+        # the last pixel inside is fine
+        backend(np.full((300, 400, 3), 180, np.uint8), FaceRequest(5, ((170, 120), (399, 120)), "p", "n", 1))
+    finally:
+        backend.close()
 
 
 def test_server_errors_and_refused_connections_are_transient(comfy):
@@ -334,14 +438,33 @@ def test_step_exit_codes(comfy, prompted_book, portrait, tmp_path):
     # a TransientError: one line saying what and that it is retried, no traceback
     assert done.returncode == 1 and "did not finish the face on page 1" in done.stderr
     assert "will be retried" in done.stderr and "Traceback" not in done.stderr
-    comfy.reset()
+
+    comfy.reset()  # the operator's workflow does not fit the server: exit 1, one line, the book not blamed
     workflow = broken_workflow(tmp_path, lambda g: g[node_ids(g)["sampler"]]["inputs"].pop("cfg"))
     done = backgrounds_step(store, prompted_book, comfy.url, BOOKJOB_COMFYUI_WORKFLOW=workflow)
-    assert done.returncode == 3, done.stderr
-    assert "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert len(errors) == 1 and "Required input is missing: cfg" in errors[0] and workflow in errors[0]
+    assert read_job(store, JOB).status.value == "prepay_generating"  # left to on-exit, not marked bad input
+
+    comfy.reset()  # a broken model on the server: exit 1, one clean line
+    comfy.fail_at = "CheckpointLoaderSimple"
+    comfy.execution_error = {"exception_type": "safetensors._safetensors_rust.SafetensorError",
+                             "exception_message": "Error while deserializing header: header too small\n"}
+    done = backgrounds_step(store, prompted_book, comfy.url)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+    assert done.returncode == 1 and len(errors) == 1 and errors[0].endswith(
+        "or install what its image lacks."), done.stderr
+    assert "will be retried" not in errors[0] and "face slot" not in errors[0]
+
+    comfy.reset()  # the child's photo has no face the server's face model finds: exit 3, marked
+    comfy.fail_at = "IPAdapterFaceID"
+    comfy.execution_error = {"exception_type": "Exception", "exception_message": "InsightFace: No face detected.\n"}
+    done = backgrounds_step(store, prompted_book, comfy.url)
+    assert done.returncode == 3 and "Traceback" not in done.stderr, done.stderr
     record = read_job(store, JOB)
     assert record.status.value == "generation_failed"
-    assert record.error.step == "backgrounds" and record.error.reason == "comfyui_invalid_workflow"
+    assert record.error.step == "backgrounds" and record.error.reason == "comfyui_no_face"
 
 
 # ---- a book through the CLI with both production backends ---------------------------------

@@ -1,5 +1,6 @@
 """The container images (images/*.Dockerfile, .dockerignore): hadolint and checkov clean, built
-the way the chart runs them, and each holding what its steps import and nothing heavier.
+the way the chart runs them, and each holding what its steps import and nothing heavier; the
+ComfyUI sidecar image built to the sidecar contract (command, writable paths, mounted models).
 
 No Docker daemon and no registry exist on the test machines, so the images are not built here;
 what can be checked without building is checked: the Dockerfiles' instructions, the build
@@ -17,6 +18,7 @@ from fnmatch import fnmatch
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pipeline.argo import ArgoSettings, build
 from pipeline.spec import ON_EXIT, PIPELINE
@@ -24,7 +26,8 @@ from tests.tools import checkov_failures, hadolint, run_checkov
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = ROOT / "images"
-DOCKERFILES = {"gpu": IMAGES / "gpu.Dockerfile", "cpu": IMAGES / "cpu.Dockerfile"}
+DOCKERFILES = {"gpu": IMAGES / "gpu.Dockerfile", "cpu": IMAGES / "cpu.Dockerfile",
+               "comfyui": IMAGES / "comfyui.Dockerfile"}
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 OCI_LABELS = {"title", "description", "version", "licenses", "source"}
 
@@ -98,7 +101,7 @@ def test_multi_stage_with_pinned_bases(kind):
         name, _, tag = image.partition(":")
         assert tag and tag != "latest" and re.search(r"\d+\.\d+", tag), f"unpinned base {image}"
     final = from_image(all_stages[-1])
-    if kind == "gpu":
+    if kind in ("gpu", "comfyui"):
         assert re.fullmatch(r"nvidia/cuda:\d+\.\d+\.\d+-(cudnn-)?runtime-ubuntu\d+\.\d+", final)
     else:
         assert re.fullmatch(r"python:3\.(\d+)\.\d+-slim-\w+", final)
@@ -122,7 +125,9 @@ def test_oci_labels_and_environment(kind):
     final = stages(DOCKERFILES[kind])[-1]
     labels = {k: v for keyword, rest in final if keyword == "LABEL" for k, v in key_values(rest).items()}
     assert {f"org.opencontainers.image.{name}" for name in OCI_LABELS} <= set(labels)
-    assert labels["org.opencontainers.image.licenses"] == PYPROJECT["project"]["license"]
+    # ComfyUI and ComfyUI_IPAdapter_plus are GPL-3.0; the image holds no bookjob code
+    assert labels["org.opencontainers.image.licenses"] == (
+        "GPL-3.0-only" if kind == "comfyui" else PYPROJECT["project"]["license"])
     assert labels["org.opencontainers.image.title"] == f"bookjob-{kind}"
     version_arg = [rest for keyword, rest in final if keyword == "ARG" and rest.startswith("VERSION=")]
     assert version_arg == [f"VERSION={PYPROJECT['project']['version']}"]
@@ -132,8 +137,9 @@ def test_oci_labels_and_environment(kind):
     assert "PLAYWRIGHT_BROWSERS_PATH" not in text and "playwright install" not in text
     if kind == "cpu":
         assert env["BOOKJOB_CHROMIUM"] == "/usr/bin/chromium"
-    else:
+    elif kind == "gpu":
         assert env["BOOKJOB_ANALYZER_MODEL"] == CLUSTER_MODEL_PATH
+    if kind != "cpu":
         assert env["HF_HUB_OFFLINE"] == "1"
 
 
@@ -220,8 +226,10 @@ def test_build_context_holds_only_what_the_images_install():
                 assert not _ignored(source.rstrip("/")), f"{kind}: COPY {source} is excluded by .dockerignore"
     for kept in ["pyproject.toml", "README.md", "steps/core/store.py", "pipeline/spec.py", "images/model/README.md"]:
         assert not _ignored(kept), kept
+    for kept in ["images/comfyui/extra_model_paths.yaml", "images/comfyui/constraints.txt"]:
+        assert not _ignored(kept), kept
     for left_out in [".venv", ".git", "bookjob-store", "tests", "helm", "docs", "steps/__pycache__/x.pyc",
-                     "images/gpu.Dockerfile", "models"]:
+                     "images/gpu.Dockerfile", "images/comfyui.Dockerfile", "models"]:
         assert _ignored(left_out), left_out
 
 
@@ -243,3 +251,85 @@ def test_make_images_says_when_docker_is_missing(tmp_path):
     done = subprocess.run(["make", "--no-print-directory", "images"], capture_output=True, text=True, cwd=ROOT,
                           env={"PATH": f"{tmp_path}:/usr/bin:/bin"})
     assert done.returncode != 0 and "no usable Docker here" in done.stdout
+
+
+# ---- the ComfyUI sidecar image -------------------------------------------------------------------
+
+# The sidecar contract the Argo template compiles (pipeline/argo.py) and the image's CMD: ComfyUI on
+# loopback, every directory it writes under /tmp (the pod's emptyDir; the root filesystem is
+# read-only), its model folders from images/comfyui/extra_model_paths.yaml.
+SIDECAR_COMMAND = ["/opt/venv/bin/python", "/opt/comfyui/main.py", "--listen", "127.0.0.1", "--port", "8188",
+                   "--input-directory", "/tmp/comfyui/input", "--output-directory", "/tmp/comfyui/output",
+                   "--temp-directory", "/tmp/comfyui/temp", "--user-directory", "/tmp/comfyui/user",
+                   "--extra-model-paths-config", "/opt/comfyui/extra_model_paths.yaml"]
+COMFYUI = IMAGES / "comfyui"
+DATA = ROOT / "tests" / "data" / "comfyui" / "README.md"
+
+
+def _final_json(keyword: str) -> list:
+    import json
+
+    final = stages(DOCKERFILES["comfyui"])[-1]
+    return [json.loads(rest) for k, rest in final if k == keyword]
+
+
+def test_comfyui_image_runs_the_sidecar_contract():
+    """CMD is the contract; the template's sidecar (when it names a command) says the same."""
+    assert _final_json("CMD") == [SIDECAR_COMMAND]
+    assert SIDECAR_COMMAND[SIDECAR_COMMAND.index("--port") + 1] == str(ArgoSettings().comfyui_port)
+    writable = [SIDECAR_COMMAND[i + 1] for i, arg in enumerate(SIDECAR_COMMAND) if arg.endswith("-directory")]
+    assert len(writable) == 4 and all(path.startswith("/tmp/") for path in writable)
+    template = build(ArgoSettings()).to_dict()
+    sidecars = [s for t in template["spec"]["templates"] for s in (t.get("sidecars") or [])]
+    assert sidecars and all(s["image"] == ArgoSettings().comfyui_sidecar_image for s in sidecars)
+    for sidecar in sidecars:
+        if "command" in sidecar:  # compiled by pipeline/argo.py (issue 12, point 5)
+            assert sidecar["command"] + sidecar.get("args", []) == SIDECAR_COMMAND
+
+
+def test_comfyui_image_pins_the_servers_the_tests_describe():
+    """ComfyUI and the IP-Adapter nodes at the commits of the captured object_info the ComfyUI
+    double validates against; fetched by hash and checked; their Python dependencies pinned."""
+    text = " ".join(code(DOCKERFILES["comfyui"]).split())
+    args = {k: v for keyword, rest in instructions(DOCKERFILES["comfyui"]) if keyword == "ARG"
+            for k, v in key_values(rest).items()}
+    provenance = DATA.read_text()
+    for name in ("COMFYUI_COMMIT", "IPADAPTER_COMMIT"):
+        assert re.fullmatch(r"[0-9a-f]{40}", args[name]) and args[name] in provenance
+    assert "https://github.com/Comfy-Org/ComfyUI.git /opt/comfyui" in text
+    assert "https://github.com/cubiq/ComfyUI_IPAdapter_plus.git /opt/comfyui/custom_nodes/ComfyUI_IPAdapter_plus" in text
+    assert 'test "$(git -C "$2" rev-parse HEAD)" = "$3"' in text
+    assert re.search(r'"insightface==[\d.]+"', text) and re.search(r'"onnxruntime-gpu==[\d.]+"', text)
+    constraints = [line for line in (COMFYUI / "constraints.txt").read_text().splitlines()
+                   if line and not line.startswith("#")]
+    assert {line.split("==")[0] for line in constraints} >= {"torch", "torchvision", "torchaudio"}
+    assert all(re.fullmatch(r"[\w-]+==[\d.]+", line) for line in constraints)
+
+
+def test_comfyui_models_are_mounted_never_baked():
+    config = yaml.safe_load((COMFYUI / "extra_model_paths.yaml").read_text())
+    (entry,) = config.values()
+    assert entry["base_path"] == "/models/comfyui" and entry["is_default"] is True
+    assert {"checkpoints", "controlnet", "clip_vision", "ipadapter", "loras"} <= set(entry)
+    assert all(entry[kind] == kind for kind in entry if kind not in ("base_path", "is_default"))
+    text = code(DOCKERFILES["comfyui"])
+    assert "ln -s /models/comfyui/insightface /opt/comfyui/models/insightface" in text
+    copies = [rest for keyword, rest in instructions(DOCKERFILES["comfyui"]) if keyword in ("COPY", "ADD")]
+    assert all(rest.startswith("--from=build") or "images/comfyui/" in rest for rest in copies), copies
+    assert not [p for p in COMFYUI.rglob("*") if p.suffix in (".safetensors", ".pth", ".bin", ".onnx", ".ckpt")]
+
+
+def test_comfyui_image_is_a_server_with_a_health_check():
+    final = stages(DOCKERFILES["comfyui"])[-1]
+    health = [rest for keyword, rest in final if keyword == "HEALTHCHECK"]
+    assert len(health) == 1 and "http://127.0.0.1:8188/system_stats" in health[0]
+    assert [rest for keyword, rest in final if keyword == "EXPOSE"] == ["8188"]
+    assert "checkov:skip" not in DOCKERFILES["comfyui"].read_text()
+
+
+def test_the_readme_states_the_image_contract():
+    readme = " ".join((ROOT / "README.md").read_text().replace("`", "").split())
+    assert " ".join(SIDECAR_COMMAND) in readme
+    for fact in ("10001:10001", "HOME=/tmp", "read-only volume at /models/comfyui",
+                 "a125cd84", "9d076a3d"):
+        assert fact in readme, fact

@@ -10,7 +10,7 @@ Per chunk the backend opens one :class:`~steps.backends.comfyui_client.ComfyUICl
 HTTP connection, one websocket) and uploads the child's photo once; per face page it crops a
 square around the face slot, uploads it and an elliptical mask, runs the graph and blends the
 result back into the slot. Outside the slot the page keeps its exact pixels. How the server's
-answers become errors is the client's business (:mod:`steps.backends.comfyui_client`).
+answers become errors is decided in :mod:`steps.backends.comfyui_errors`.
 
 The workflow's inputs are found by node title (``_meta.title``), so the graph can be
 re-exported from ComfyUI as long as the titles in :data:`TITLES` stay.
@@ -30,12 +30,19 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
+from steps.backends.comfyui_client import (
+    BUNDLED,
+    DEFAULT_CONNECT_TIMEOUT_S,
+    DEFAULT_REQUEST_TIMEOUT_S,
+    DEFAULT_TIMEOUT_S,
+    ComfyUIClient,
+    ComfyUIError,
+    wait_ready,
+)
 from steps.backends.faces import head_crop
 from steps.core.analysis import Analysis
+from steps.core.errors import InputError, SetupError
 from steps.core.settings import settings
-from steps.backends.comfyui_client import (DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_REQUEST_TIMEOUT_S,
-                                           DEFAULT_TIMEOUT_S, ComfyUIClient, ComfyUIError,
-                                           wait_ready)
 
 WORKFLOW = Path(__file__).parent / "workflows" / "faceid_controlnet.json"
 GENERATION_PX = 768            # the face-slot crop is generated at this size (a multiple of 8)
@@ -68,21 +75,22 @@ INPUTS = {
 
 
 def load_workflow(path: str | os.PathLike[str] | None = None) -> dict:
-    """The API-format graph (the bundled one by default), checked for the named inputs."""
+    """The API-format graph (the bundled one by default), checked for the named inputs; a
+    workflow file that is not usable is the operator's to fix (:class:`SetupError`)."""
     source = Path(path) if path else WORKFLOW
     try:
         graph = json.loads(source.read_text())
     except (OSError, ValueError) as e:
-        raise RuntimeError(f"cannot read the ComfyUI workflow {source}: {e}") from e
+        raise SetupError(f"cannot read the ComfyUI workflow {source}: {e}") from e
     if not isinstance(graph, dict) or not all(isinstance(n, dict) and "class_type" in n
                                               for n in graph.values()):
-        raise RuntimeError(f"{source} is not an API-format ComfyUI workflow "
-                           "(export it with 'Export (API)')")
+        raise SetupError(f"{source} is not an API-format ComfyUI workflow "
+                         "(export it with 'Export (API)')")
     nodes = node_ids(graph)
     for value, (node, field) in INPUTS.items():
         if field not in graph[nodes[node]].get("inputs", {}):
-            raise RuntimeError(f"workflow {source}: node {TITLES[node]!r} has no input {field!r} "
-                               f"for the {value}")
+            raise SetupError(f"workflow {source}: node {TITLES[node]!r} has no input {field!r} "
+                             f"for the {value}")
     return graph
 
 
@@ -92,7 +100,7 @@ def node_ids(graph: dict) -> dict[str, str]:
     for name, title in TITLES.items():
         ids = [nid for nid, node in graph.items() if node.get("_meta", {}).get("title") == title]
         if len(ids) != 1:
-            raise RuntimeError(f"the ComfyUI workflow needs exactly one node titled {title!r} "
+            raise SetupError(f"the ComfyUI workflow needs exactly one node titled {title!r} "
                                f"(found {len(ids)})")
         found[name] = ids[0]
     return found
@@ -168,7 +176,9 @@ class ComfyUIFaceTransfer:
         self.analysis = analysis
         self.job_id = job_id
         self.client = ComfyUIClient(url, timeout_s=timeout_s, request_timeout_s=request_timeout_s,
-                                    connect_timeout_s=connect_timeout_s, poll_s=poll_s)
+                                    connect_timeout_s=connect_timeout_s, poll_s=poll_s,
+                                    workflow=f"the face-transfer workflow {workflow}" if workflow
+                                    else BUNDLED)
         self.client.open()
         self.child: str | None = None
 
@@ -176,11 +186,16 @@ class ComfyUIFaceTransfer:
         self.client.close()
 
     def __call__(self, page: np.ndarray, request) -> np.ndarray:
+        height, width = page.shape[:2]
+        for eye in request.slot:
+            if not (0 <= eye[0] < width and 0 <= eye[1] < height):
+                raise InputError("face_slot_outside_page",
+                                 f"Page {request.page}'s face slot eye {list(eye)} is outside its "
+                                 f"{width}x{height} image; fix the page's face: in book.yaml.")
         if self.child is None:
             self.child = self.client.upload_image(f"{self.job_id}-child.png",
                                                   _png(head_crop(self.photo, self.analysis.face_box,
                                                                   CHILD_MAX_PX)))
-        height, width = page.shape[:2]
         region = slot_region((width, height), request.slot)
         crop = Image.fromarray(page[region.y:region.y + region.side, region.x:region.x + region.side])
         base = crop.resize((GENERATION_PX, GENERATION_PX), Image.Resampling.LANCZOS)

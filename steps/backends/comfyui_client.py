@@ -3,9 +3,8 @@
 One :class:`ComfyUIClient` holds ONE keep-alive HTTP connection and ONE websocket
 (``/ws?clientId=…``) for a whole chunk. It follows a queued prompt on the websocket (checking
 ``/history/{id}`` while the socket is quiet, and polling it if the socket breaks) until a
-deadline. Errors are classified here: a graph the server rejects (HTTP 400, ``node_errors``)
-is an :class:`~steps.core.errors.InputError`; no answer, refused connections, timeouts, 5xx and
-out-of-memory are :class:`ComfyUIError` (transient, retried).
+deadline. What the server answers becomes an error here, by what ComfyUI really sends
+(:mod:`steps.backends.comfyui_errors` holds the rules).
 """
 
 from __future__ import annotations
@@ -18,23 +17,19 @@ import urllib.parse
 import urllib.request
 import uuid
 
-from steps.core.errors import InputError, TransientError
+from steps.backends.comfyui_errors import (
+    ComfyUIError,
+    ComfyUITimeout,
+    execution_error,
+    rejection,
+)
+from steps.core.errors import InputError
 
 DEFAULT_TIMEOUT_S = 600.0      # one page, queued to decoded
 DEFAULT_REQUEST_TIMEOUT_S = 60.0
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
 SUBFOLDER = "bookjob"
-# Execution errors that say the GPU or the server had a bad moment, not that the inputs are bad.
-TRANSIENT_HINTS = ("out of memory", "outofmemory", "cuda", "cudnn", "device-side", "nccl",
-                   "interrupted")
-
-
-class ComfyUIError(TransientError):
-    """ComfyUI could not be reached or failed for a passing reason: retried."""
-
-
-class ComfyUITimeout(ComfyUIError):
-    """ComfyUI did not finish in time: retried."""
+BUNDLED = "bookjob's bundled face-transfer workflow"
 
 
 def _log(message: str) -> None:
@@ -47,7 +42,8 @@ class ComfyUIClient:
 
     def __init__(self, url: str, *, timeout_s: float = DEFAULT_TIMEOUT_S,
                  request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
-                 connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S, poll_s: float = 1.0) -> None:
+                 connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S, poll_s: float = 1.0,
+                 workflow: str = BUNDLED) -> None:
         parsed = urllib.parse.urlsplit(url.strip())
         if parsed.scheme not in ("http", "https") or not parsed.hostname:
             raise InputError("bad_comfyui_url", f"ComfyUI address {url!r} is not an http:// or "
@@ -61,6 +57,8 @@ class ComfyUIClient:
         self.request_timeout_s = request_timeout_s
         self.connect_timeout_s = connect_timeout_s
         self.poll_s = poll_s
+        self.workflow = workflow  # named in errors the workflow causes
+        self.uploaded: set[str] = set()
         self.client_id = uuid.uuid4().hex
         self.http_connections = 0
         self.ws_connections = 0
@@ -69,7 +67,7 @@ class ComfyUIClient:
 
     # -- connections
 
-    def open(self) -> "ComfyUIClient":
+    def open(self) -> ComfyUIClient:
         """Check the server answers and open the websocket."""
         status, data = self._request("GET", "/system_stats")
         if status != 200:
@@ -86,7 +84,7 @@ class ComfyUIClient:
             self._ws = None
         self._drop_http()
 
-    def __enter__(self) -> "ComfyUIClient":
+    def __enter__(self) -> ComfyUIClient:
         return self.open()
 
     def __exit__(self, *exc) -> None:
@@ -167,16 +165,17 @@ class ComfyUIClient:
             raise self._fail(status, f"the upload of {name}", data[:300])
         answer = json.loads(data)
         folder = answer.get("subfolder") or ""
-        return f"{folder}/{answer['name']}" if folder else answer["name"]
+        ref = f"{folder}/{answer['name']}" if folder else answer["name"]
+        self.uploaded.add(ref)
+        return ref
 
     def queue(self, graph: dict, what: str) -> str:
-        """Queue a graph; its prompt id. A graph ComfyUI rejects is an :class:`InputError`."""
+        """Queue a graph; its prompt id. A graph ComfyUI rejects is a
+        :class:`~steps.core.errors.SetupError` (see :func:`~steps.backends.comfyui_errors.rejection`)."""
         status, answer = self._json("POST", "/prompt", {"prompt": graph, "client_id": self.client_id})
-        if status == 400 or (status == 200 and isinstance(answer, dict) and answer.get("node_errors")):
-            raise InputError("comfyui_invalid_workflow",
-                             f"ComfyUI rejected the face-transfer workflow for {what}: "
-                             f"{describe_rejection(answer)}; fix the workflow or the models on "
-                             "the ComfyUI server.")
+        if (status == 400 and isinstance(answer, dict) and "error" in answer) or (
+                status == 200 and isinstance(answer, dict) and answer.get("node_errors")):
+            raise rejection(answer, server=self.url, workflow=self.workflow, uploaded=self.uploaded)
         if status != 200 or not isinstance(answer, dict) or "prompt_id" not in answer:
             raise self._fail(status, f"the prompt for {what}", answer)
         return str(answer["prompt_id"])
@@ -251,10 +250,8 @@ class ComfyUIClient:
             if data.get("prompt_id") != prompt_id:
                 continue
             kind = message.get("type")
-            if kind == "execution_error":
-                raise execution_error(data, what)
-            if kind == "execution_interrupted":
-                raise ComfyUIError(f"ComfyUI interrupted {what} (prompt {prompt_id})")
+            if kind in ("execution_error", "execution_interrupted"):
+                raise execution_error(kind, data, what, server=self.url)
             if kind == "execution_success" or (kind == "executing" and data.get("node") is None):
                 finished = True
 
@@ -262,8 +259,8 @@ class ComfyUIClient:
         state = entry.get("status") or {}
         if state.get("status_str") == "error":
             for kind, data in state.get("messages") or []:
-                if kind == "execution_error":
-                    raise execution_error(data, what)
+                if kind in ("execution_error", "execution_interrupted"):
+                    raise execution_error(kind, data, what, server=self.url)
             raise ComfyUIError(f"ComfyUI reports an error for {what} without details")
         return entry
 
@@ -279,33 +276,6 @@ class ComfyUIClient:
         data = self.view(images[0])
         _log(f"{what}: prompt {prompt_id} done in {time.monotonic() - started:.2f} s")
         return data
-
-
-def describe_rejection(answer: object) -> str:
-    """One line from ComfyUI's 400 answer: the error and the first node errors."""
-    if not isinstance(answer, dict):
-        return str(answer)[:300]
-    error = answer.get("error") or {}
-    text = error.get("message", "invalid prompt") if isinstance(error, dict) else str(error)
-    if isinstance(error, dict) and error.get("details"):
-        text += f" ({error['details']})"
-    nodes = answer.get("node_errors") or {}
-    for nid, info in list(nodes.items())[:3] if isinstance(nodes, dict) else []:
-        for problem in (info.get("errors") or [])[:2]:
-            text += (f"; node {nid} ({info.get('class_type', '?')}): {problem.get('message', '')}"
-                     f" {problem.get('details', '')}".rstrip())
-    return text[:600]
-
-
-def execution_error(data: dict, what: str) -> Exception:
-    """An ``execution_error`` message as the right exception: GPU trouble retries, the rest not."""
-    text = f"{data.get('exception_type', '')}: {data.get('exception_message', '')}".strip(": ")
-    where = f"node {data.get('node_id')} ({data.get('node_type')})"
-    if any(hint in text.lower() for hint in TRANSIENT_HINTS):
-        return ComfyUIError(f"ComfyUI failed on {what} at {where}: {text[:300]}")
-    return InputError("comfyui_execution_error",
-                      f"ComfyUI could not make {what}: {where} failed with {text[:300]}; check the "
-                      "face-transfer workflow and the page's face slot.")
 
 
 def wait_ready(url: str, timeout_s: float = 300.0, interval_s: float = 1.0) -> dict:

@@ -1,17 +1,23 @@
 """A ComfyUI test double: ComfyUI's HTTP + websocket API on loopback, without a GPU.
 
-Routes as ComfyUI serves them: ``POST /upload/image`` (multipart), ``POST /prompt`` (validates
-the graph like ComfyUI: known node classes, required inputs, links to existing nodes, images
-that were uploaded; else HTTP 400 with ``error`` and ``node_errors``), ``GET /history/{id}``,
-``GET /view``, ``GET /system_stats``, ``POST /queue``, ``POST /interrupt`` and ``WS /ws?clientId=``
-(``status``, ``execution_start``, ``executing``, ``progress`` with a binary preview frame,
-``executed``, ``execution_success`` / ``execution_error``, then ``executing`` with node null;
-the history is written between the last two, as ComfyUI does).
+Routes as ComfyUI serves them: ``POST /upload/image`` (multipart), ``POST /prompt``,
+``GET /history/{id}``, ``GET /view``, ``GET /system_stats``, ``POST /queue``, ``POST /interrupt``
+and ``WS /ws?clientId=`` (``status``, ``execution_start``, ``execution_cached``, ``executing``,
+``progress`` with a binary preview frame, ``executed``, ``execution_success`` /
+``execution_error`` / ``execution_interrupted``, then ``executing`` with node null; the history is
+written between the last two, as ComfyUI does).
+
+``POST /prompt`` validates a graph as ComfyUI 0.3.64 does, from the node definitions a real
+server published (``tests/data/comfyui/object_info.json``; :mod:`tests.doubles.comfyui_validation`
+follows ``execution.py``'s ``validate_prompt`` / ``validate_inputs``): the same error types,
+messages, details and 400/200 answers. Model-name combos are that server's files; a test can
+take a model away by editing :attr:`ComfyUIDouble.object_info`.
 
 It "runs" a graph by interpreting the few node classes the bundled workflow uses on small
 numpy images: the sampler tints its latent with a colour made from the seed, masks and
-composites behave as in ComfyUI, SaveImage stores a PNG of the requested size. Everything it
-receives is recorded for the tests: uploads, graphs, client ids, connections.
+composites behave as in ComfyUI, SaveImage stores a PNG of the requested size. A failure switch
+makes a chosen node class raise an execution error with the exact fields ComfyUI sends.
+Everything it receives is recorded for the tests: uploads, graphs, client ids, connections.
 """
 
 from __future__ import annotations
@@ -28,29 +34,7 @@ import numpy as np
 from aiohttp import WSMsgType, web
 from PIL import Image
 
-# class_type -> (required inputs, number of outputs). Optional inputs are not listed.
-NODES: dict[str, tuple[tuple[str, ...], int]] = {
-    "CheckpointLoaderSimple": (("ckpt_name",), 3),
-    "LoadImage": (("image",), 2),
-    "LoadImageMask": (("image", "channel"), 1),
-    "ImageScale": (("image", "upscale_method", "width", "height", "crop"), 1),
-    "IPAdapterUnifiedLoaderFaceID": (("model", "preset", "lora_strength", "provider"), 2),
-    "IPAdapterFaceID": (("model", "ipadapter", "image", "weight", "weight_faceidv2", "weight_type",
-                         "combine_embeds", "start_at", "end_at", "embeds_scaling"), 2),
-    "CLIPTextEncode": (("text", "clip"), 1),
-    "ControlNetLoader": (("control_net_name",), 1),
-    "Canny": (("image", "low_threshold", "high_threshold"), 1),
-    "ControlNetApplyAdvanced": (("positive", "negative", "control_net", "image", "strength",
-                                 "start_percent", "end_percent"), 2),
-    "VAEEncode": (("pixels", "vae"), 1),
-    "SetLatentNoiseMask": (("samples", "mask"), 1),
-    "KSampler": (("model", "seed", "steps", "cfg", "sampler_name", "scheduler", "positive",
-                  "negative", "latent_image", "denoise"), 1),
-    "VAEDecode": (("samples", "vae"), 1),
-    "ImageCompositeMasked": (("destination", "source", "x", "y", "resize_source"), 1),
-    "SaveImage": (("images", "filename_prefix"), 0),
-}
-OUTPUT_NODES = {"SaveImage"}
+from tests.doubles.comfyui_validation import load_object_info, validate_prompt
 
 
 def seed_color(seed: int) -> np.ndarray:
@@ -70,17 +54,21 @@ class Received:
     http_peers: set = field(default_factory=set)           # (host, port) of HTTP connections
     system_stats: int = 0
     cancelled: list[dict] = field(default_factory=list)
+    answers: list[dict] = field(default_factory=list)      # every /prompt answer: {status, ...body}
 
 
 class ComfyUIDouble:
     def __init__(self) -> None:
         self.received = Received()
+        self.object_info = load_object_info()             # the captured server's node definitions
         self.files: dict[tuple[str, str, str], bytes] = {}   # (type, subfolder, name) -> bytes
         self.history: dict[str, dict] = {}
         self.sockets: dict[str, web.WebSocketResponse] = {}
         # behaviour switches, for failure tests
         self.prompt_status: int | None = None     # answer /prompt with this status (e.g. 500)
-        self.execution_error: dict | None = None  # the sampler raises this (exception_type, _message)
+        self.execution_error: dict | None = None  # a node raises this (exception_type, _message)
+        self.fail_at = "KSampler"                 # ... the node of this class
+        self.interrupt = False                    # the run is interrupted at the sampler
         self.hang = False                         # accept prompts, never run them
         self.drop_socket = False                  # close the client's websocket once a prompt is queued
         self.step_delay_s = 0.0
@@ -89,6 +77,7 @@ class ComfyUIDouble:
         self._runner: web.AppRunner | None = None
         self._lock: asyncio.Lock | None = None
         self._counter = 0
+        self._tasks: set[asyncio.Task] = set()
         self.url = ""
 
     # ---- lifecycle (a thread with its own event loop) --------------------------------------
@@ -132,6 +121,9 @@ class ComfyUIDouble:
             return
 
         async def shutdown() -> None:
+            for task in list(self._tasks):  # runs still going when the test ends
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
             for ws in list(self.sockets.values()):
                 await ws.close()
             await self._runner.cleanup()
@@ -143,8 +135,10 @@ class ComfyUIDouble:
     def reset(self) -> None:
         """Forget what was received and every failure switch (files stay)."""
         self.received = Received()
+        self.object_info = load_object_info()
         self.prompt_status = self.execution_error = None
-        self.hang = self.drop_socket = False
+        self.fail_at = "KSampler"
+        self.hang = self.drop_socket = self.interrupt = False
         self.step_delay_s = 0.0
 
     # ---- routes --------------------------------------------------------------------------
@@ -184,55 +178,13 @@ class ComfyUIDouble:
         return web.json_response({"name": name, "subfolder": subfolder, "type": kind})
 
     def _input_file(self, ref: str) -> bytes | None:
+        """An uploaded file by the name LoadImage takes (``subfolder/name``, or ``name [input]``)."""
+        kind = "input"
+        for folder in ("input", "output", "temp"):
+            if ref.endswith(f" [{folder}]"):
+                ref, kind = ref[:-len(folder) - 3], folder
         subfolder, _, name = ref.rpartition("/")
-        return self.files.get(("input", subfolder, name))
-
-    def validate(self, graph: object) -> dict | None:
-        """ComfyUI's answer to a bad graph, or None when it is fine."""
-        if not isinstance(graph, dict):
-            return {"error": {"type": "invalid_prompt", "message": "Prompt is not a dict",
-                              "details": "", "extra_info": {}}, "node_errors": {}}
-        for nid, node in graph.items():
-            if not isinstance(node, dict) or node.get("class_type") not in NODES:
-                ctype = node.get("class_type") if isinstance(node, dict) else None
-                return {"error": {"type": "invalid_prompt",
-                                  "message": f"Cannot execute because node {ctype} does not exist.",
-                                  "details": f"Node ID '#{nid}'", "extra_info": {}},
-                        "node_errors": {}}
-        outputs = [nid for nid, node in graph.items() if node["class_type"] in OUTPUT_NODES]
-        if not outputs:
-            return {"error": {"type": "prompt_no_outputs", "message": "Prompt has no outputs",
-                              "details": "", "extra_info": {}}, "node_errors": []}
-        node_errors = {}
-        for nid, node in graph.items():
-            required, _ = NODES[node["class_type"]]
-            inputs = node.get("inputs") or {}
-            errors = []
-            for name in required:
-                if name not in inputs:
-                    errors.append({"type": "required_input_missing", "message": "Required input is missing",
-                                   "details": name, "extra_info": {"input_name": name}})
-            for name, value in inputs.items():
-                if isinstance(value, list):
-                    ok = (len(value) == 2 and str(value[0]) in graph and isinstance(value[1], int)
-                          and value[1] < NODES[graph[str(value[0])]["class_type"]][1])
-                    if not ok:
-                        errors.append({"type": "bad_linked_input", "message": "Bad linked input",
-                                       "details": f"{name}: {value}", "extra_info": {"input_name": name}})
-            if node["class_type"] in ("LoadImage", "LoadImageMask") and isinstance(inputs.get("image"), str):
-                if self._input_file(inputs["image"]) is None:
-                    errors.append({"type": "custom_validation_failed",
-                                   "message": "Custom validation failed for node",
-                                   "details": f"image - Invalid image file: {inputs['image']}",
-                                   "extra_info": {}})
-            if errors:
-                node_errors[nid] = {"errors": errors, "dependent_outputs": outputs,
-                                    "class_type": node["class_type"]}
-        if node_errors:
-            return {"error": {"type": "prompt_outputs_failed_validation",
-                              "message": "Prompt outputs failed validation", "details": "",
-                              "extra_info": {}}, "node_errors": node_errors}
-        return None
+        return self.files.get((kind, subfolder, name))
 
     async def _prompt(self, request: web.Request) -> web.Response:
         self._peer(request)
@@ -240,17 +192,25 @@ class ComfyUIDouble:
         graph, client_id = body.get("prompt"), body.get("client_id")
         if self.prompt_status is not None:
             return web.Response(status=self.prompt_status, text="double: failing on purpose")
-        problem = self.validate(graph)
-        if problem is not None:
-            return web.json_response(problem, status=400)
+        if "prompt" not in body:  # server.py post_prompt
+            return web.json_response({"error": {"type": "no_prompt", "message": "No prompt provided",
+                                                "details": "No prompt provided", "extra_info": {}},
+                                      "node_errors": {}}, status=400)
+        status, answer, good = validate_prompt(self.object_info, graph,
+                                               lambda ref: self._input_file(ref) is not None)
+        self.received.answers.append({"status": status, **answer})
+        if status != 200:
+            return web.json_response(answer, status=status)
         prompt_id = str(uuid.uuid4())
         self._counter += 1
         self.received.prompts.append({"prompt_id": prompt_id, "client_id": client_id, "prompt": graph})
         if self.drop_socket and client_id in self.sockets:
             await self.sockets[client_id].close()
         if not self.hang:
-            asyncio.get_running_loop().create_task(self._execute(prompt_id, client_id, graph))
-        return web.json_response({"prompt_id": prompt_id, "number": self._counter, "node_errors": {}})
+            task = asyncio.get_running_loop().create_task(self._execute(prompt_id, client_id, graph, good))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return web.json_response({"prompt_id": prompt_id, "number": self._counter, **answer})
 
     async def _history(self, request: web.Request) -> web.Response:
         self._peer(request)
@@ -303,47 +263,56 @@ class ComfyUIDouble:
         except ConnectionError:
             pass
 
-    async def _execute(self, prompt_id: str, client_id: str | None, graph: dict) -> None:
+    async def _execute(self, prompt_id: str, client_id: str | None, graph: dict, good: list[str]) -> None:
         async with self._lock:  # one prompt at a time, like ComfyUI's queue
             messages = []
 
-            async def say(kind: str, data: dict) -> None:
+            async def say(kind: str, data: dict, record: bool = True) -> None:
                 data = {**data, "prompt_id": prompt_id}
-                messages.append([kind, {**data, "timestamp": int(time.time() * 1000)}])
+                if record:
+                    messages.append([kind, {**data, "timestamp": int(time.time() * 1000)}])
                 await self._send(client_id, kind, data)
 
             await say("execution_start", {})
+            await say("execution_cached", {"nodes": []})
             outputs: dict[str, dict] = {}
             values: dict[str, tuple] = {}
+            executed: list[str] = []
             try:
-                for nid in self._order(graph):
-                    await say("executing", {"node": nid, "display_node": nid})
+                for nid in self._order(graph, good):
+                    await say("executing", {"node": nid, "display_node": nid}, record=False)
                     node = graph[nid]
                     if node["class_type"] == "KSampler":
                         steps = min(int(node["inputs"]["steps"]), self.steps_reported)
                         for step in range(1, steps + 1):
                             await asyncio.sleep(self.step_delay_s)
-                            await say("progress", {"value": step, "max": steps, "node": nid})
+                            await say("progress", {"value": step, "max": steps, "node": nid}, record=False)
                             # a preview frame: event type 1 (PREVIEW_IMAGE), format 2 (PNG)
                             await self._send(client_id, "", b"\x00\x00\x00\x01\x00\x00\x00\x02" + b"png?")
-                        if self.execution_error:
-                            raise _NodeFailure(nid, node["class_type"], self.execution_error)
+                        if self.interrupt:
+                            raise _NodeFailure(nid, node["class_type"], None)
+                    if self.execution_error and node["class_type"] == self.fail_at:
+                        raise _NodeFailure(nid, node["class_type"], self.execution_error)
                     values[nid] = self._run_node(nid, node, values, graph)
-                    if node["class_type"] in OUTPUT_NODES:
+                    executed.append(nid)
+                    if self.object_info[node["class_type"]].get("output_node"):
                         outputs[nid] = values[nid][0]
-                        await say("executed", {"node": nid, "display_node": nid, "output": outputs[nid]})
+                        await say("executed", {"node": nid, "display_node": nid, "output": outputs[nid]},
+                                  record=False)
             except _NodeFailure as failure:
-                await say("execution_error", {"node_id": failure.node_id, "node_type": failure.node_type,
-                                              "executed": [], **failure.error,
-                                              "traceback": ["double"], "current_inputs": {},
-                                              "current_outputs": {}})
+                where = {"node_id": failure.node_id, "node_type": failure.node_type, "executed": executed}
+                if failure.error is None:  # execution.py handle_execution_error: interrupted
+                    await say("execution_interrupted", where)
+                else:
+                    await say("execution_error", {**where, **failure.error, "traceback": ["double"],
+                                                  "current_inputs": {}, "current_outputs": []})
                 self.history[prompt_id] = self._entry(graph, prompt_id, client_id, {}, "error", messages)
-                await say("executing", {"node": None})
+                await say("executing", {"node": None}, record=False)
                 return
             await say("execution_success", {})
             await asyncio.sleep(0.05)  # ComfyUI writes the history after this message
             self.history[prompt_id] = self._entry(graph, prompt_id, client_id, outputs, "success", messages)
-            await say("executing", {"node": None})
+            await say("executing", {"node": None}, record=False)
 
     @staticmethod
     def _entry(graph, prompt_id, client_id, outputs, status, messages) -> dict:
@@ -353,7 +322,8 @@ class ComfyUIDouble:
                 "meta": {nid: {"node_id": nid, "display_node": nid} for nid in outputs}}
 
     @staticmethod
-    def _order(graph: dict) -> list[str]:
+    def _order(graph: dict, outputs: list[str]) -> list[str]:
+        """The nodes the valid outputs need, each after its inputs (others never run)."""
         done: list[str] = []
 
         def visit(nid: str) -> None:
@@ -364,7 +334,7 @@ class ComfyUIDouble:
                     visit(str(value[0]))
             done.append(nid)
 
-        for nid in graph:
+        for nid in outputs:
             visit(nid)
         return done
 
@@ -411,10 +381,12 @@ class ComfyUIDouble:
             return (ins["positive"], ins["negative"])
         if kind == "CLIPTextEncode":
             return ({"text": ins["text"]},)
-        return tuple(f"{kind}:{i}" for i in range(max(1, NODES[kind][1])))
+        return tuple(f"{kind}:{i}" for i in range(max(1, len(self.object_info[kind]["output"]))))
 
 
 class _NodeFailure(Exception):
-    def __init__(self, node_id: str, node_type: str, error: dict) -> None:
+    """A node fails: ``error`` is what ComfyUI reports, None for an interrupt."""
+
+    def __init__(self, node_id: str, node_type: str, error: dict | None) -> None:
         super().__init__(error)
         self.node_id, self.node_type, self.error = node_id, node_type, error
