@@ -39,7 +39,8 @@ def chart_rendered(s3_endpoint: str) -> tuple[dict, dict]:
     values = {"s3": {"endpoint": s3_endpoint, "insecure": True}, "gpu": {"maxConcurrentPods": 1}}
     with helm.Chart.load(ROOT / "helm" / "bookjob") as chart:
         rendered = chart.render(values, name="bookjob", namespace="books", is_install=True)
-    docs = [d for text in rendered.values() for d in yaml.safe_load_all(text) if d and "kind" in d]
+    docs = [d for source, text in rendered.items() if source.endswith(".yaml")
+            for d in yaml.safe_load_all(text) if d and "kind" in d]
     (template,) = [d for d in docs if d["kind"] == "WorkflowTemplate"]
     configmaps = {d["metadata"]["name"]: d["data"] for d in docs if d["kind"] == "ConfigMap"}
     return template, configmaps
@@ -143,7 +144,7 @@ def test_bad_input_is_not_retried(controller, bucket, tmp_path):
     wf = c.run(template, params)
     assert wf.phase == "Failed"
     assert [p.result.exit_code for p in wf.pods_of("analyze")] == [3]
-    (retry,) = [n for n in wf.nodes.values() if n.type == "Retry"]
+    (retry,) = [n for n in wf.nodes.values() if n.type == "Retry" and n.template_name == "analyze"]
     assert retry.message == "retryStrategy.expression evaluated to false"
     rec = record(bucket, "bad1")
     assert rec["status"] == "analysis_failed" and rec["error"]["step"] == "analyze"
@@ -225,7 +226,7 @@ def test_stage_analyze_runs_only_analyze_and_skip_analysis_starts_no_analyze_pod
     again = c.run(template, job(bucket, book, "an1", "prepay", **{"skip-analysis": "true"}))
     assert again.phase == "Succeeded", again.summary()
     assert "analyze" not in ran(again) and "plan" in ran(again)
-    (skipped,) = [n for n in again.nodes.values() if n.display_name == "analyze"]
+    (skipped,) = [n for n in again.nodes.values() if n.template_name == "analyze"]
     assert skipped.phase == "Skipped" and "evaluated false" in skipped.message
     assert record(bucket, "an1")["status"] == "prepay_ready"
 
