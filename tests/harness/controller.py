@@ -4,7 +4,6 @@ the exit handler. Each rule names the controller source it follows (argoproj/arg
 
 from __future__ import annotations
 
-import json
 import random
 import re
 import threading
@@ -14,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from tests.harness.expr import (Unsupported, eval_depends, eval_retry, eval_when, substitute,
+from tests.harness.expr import (Unsupported, substitute,
                                 workflow_failures)
 from tests.harness.pod import PodResult, run_pod
 
@@ -354,4 +353,4 @@ def _fnv32a(text: str) -> int:
     return h
 
 
-__all__ = ["Controller", "Workflow", "Node", "PodRun", "json"]
+__all__ = ["Controller", "Workflow", "Node", "PodRun"]
