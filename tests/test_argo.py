@@ -316,3 +316,32 @@ def test_local_engine_runs_what_the_template_declares(template, book, portrait, 
                 assert local == "" or local.endswith(".json")
             else:
                 assert local == compiled
+
+
+def test_pages_per_task_auto_counts_the_pods_cpu_limit(tmp_path):
+    """A pod's `limits.cpu` is a CFS quota (cgroup v2 cpu.max "<quota> <period>"; v1
+    cpu.cfs_quota_us / cpu.cfs_period_us): `auto` counts it, not the node's cores."""
+    from steps.plan import usable_cpus
+
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "cpu.max").write_text("150000 100000\n")
+    assert usable_cpus(v2) == min(2, usable_cpus(tmp_path / "none"))
+    (v2 / "cpu.max").write_text("max 100000\n")
+    assert usable_cpus(v2) == usable_cpus(tmp_path / "none") >= 1
+    v1 = tmp_path / "v1" / "cpu"
+    v1.mkdir(parents=True)
+    (v1 / "cpu.cfs_quota_us").write_text("100000\n")
+    (v1 / "cpu.cfs_period_us").write_text("100000\n")
+    assert usable_cpus(tmp_path / "v1") == 1
+    (v1 / "cpu.cfs_quota_us").write_text("-1\n")
+    assert usable_cpus(tmp_path / "v1") == usable_cpus(tmp_path / "none")
+
+
+def test_face_pages_go_to_the_gpu_only_for_a_gpu_backend():
+    from steps.plan import faces_on_gpu
+
+    assert faces_on_gpu("comfyui", "comfyui")
+    assert not faces_on_gpu("classic", "comfyui")      # the classic backend runs on CPU
+    assert not faces_on_gpu("comfyui", "")             # ComfyUI by URL / CPU cluster / local
+    assert faces_on_gpu("comfyui", "x, comfyui")

@@ -231,6 +231,40 @@ def test_stage_analyze_runs_only_analyze_and_skip_analysis_starts_no_analyze_pod
     assert record(bucket, "an1")["status"] == "prepay_ready"
 
 
+@pytest.mark.slow
+def test_a_mixed_chunk_sends_only_its_face_pages_to_the_gpu(controller, bucket, tmp_path):
+    """The default cluster, face-backend comfyui: prepay pages 1 (face) and 2 (no face) are one
+    chunk; page 1 goes to `faces` (GPU: semaphore, GPU node selector, ComfyUI sidecar — here a
+    stand-in, the ComfyUI double), page 2 to `backgrounds` on a CPU pod."""
+    import contextlib
+
+    from tests.doubles.comfyui import ComfyUIDouble
+
+    double = ComfyUIDouble()
+    url = double.start()
+
+    @contextlib.contextmanager
+    def sidecar():
+        yield
+    try:
+        c, template = controller(sidecars={"comfyui": sidecar})
+        book = make_book(tmp_path / "book", size=(600, 400))
+        wf = c.run(template, job(bucket, book, "mixed", "prepay", **{
+            "face-backend": "comfyui", "comfyui-url": url}))
+    finally:
+        double.stop()
+    assert wf.phase == "Succeeded", wf.summary()
+    (faces,) = wf.pods_of("faces")
+    assert gpu_pod(faces) and faces.template["synchronization"]
+    args = faces.template["container"]["args"]
+    assert args[args.index("--pages") + 1] == "1"
+    (backgrounds,) = wf.pods_of("backgrounds")
+    assert not gpu_pod(backgrounds)
+    assert len(double.received.prompts) == 1           # one face page, one ComfyUI run
+    pages = {a["page"] for a in record(bucket, "mixed")["artifacts"] if a["kind"] == "page_bg_png"}
+    assert pages == {1, 2}
+
+
 # --- the harness's own rules, each side ------------------------------------------------------
 
 def test_workflow_failures_is_quoted_json_as_the_controller_makes_it():

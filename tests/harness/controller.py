@@ -89,11 +89,12 @@ class Controller:
     def __init__(self, workdir: Path, configmaps: dict[str, dict[str, str]] | None = None,
                  namespace: str = "books", env: dict[str, str] | None = None,
                  time_scale: float = 0.01, deadline_scale: float = 1.0,
-                 delays: dict[str, float] | None = None, style: str = "v3") -> None:
+                 delays: dict[str, float] | None = None, style: str = "v3",
+                 sidecars: dict | None = None) -> None:
         self.workdir, self.configmaps, self.namespace = workdir, configmaps or {}, namespace
         self.env = dict(env or {})
         self.time_scale, self.deadline_scale = time_scale, deadline_scale
-        self.delays, self.style = delays or {}, style
+        self.delays, self.style, self.sidecars = delays or {}, style, sidecars or {}
         self.locks = threading.Condition()
         self.holders: dict[str, set[str]] = {}
         self.queues: dict[str, list[str]] = {}
@@ -324,7 +325,8 @@ class Workflow:
         started = time.monotonic()
         env = {**self.c.env}
         result = run_pod(pod, self.workdir / node.pod_name, env, deadline,
-                         self.c.delays.get(template["name"], 0.0), self.c.style, raw=template)
+                         self.c.delays.get(template["name"], 0.0), self.c.style, raw=template,
+                         sidecars=self.c.sidecars)
         return self._record(node, pod, result, started)
 
     def _record(self, node: Node, pod: dict, result: PodResult, started: float | None = None) -> PodResult:

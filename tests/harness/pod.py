@@ -8,6 +8,7 @@ each ``volumeMount`` as a folder of its own (an ``emptyDir`` per pod), Argo's pr
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -76,12 +77,24 @@ def exit_message(code: int, style: str) -> str:
 
 
 def run_pod(template: dict, workdir: Path, base_env: dict[str, str], deadline_s: float | None,
-            delay_s: float = 0.0, style: str = "v3", raw: dict | None = None) -> PodResult:
+            delay_s: float = 0.0, style: str = "v3", raw: dict | None = None,
+            sidecars: dict | None = None) -> PodResult:
     """``raw``: the template before substitution; only what it spells as a path under a mount
-    is mapped to the mount's folder (a parameter's value is data, never remapped)."""
-    container = template["container"]
-    if template.get("sidecars"):
+    is mapped to the mount's folder (a parameter's value is data, never remapped).
+    ``sidecars``: sidecar name -> a context-manager factory standing in for it (the sidecar's
+    own image cannot run here); it runs for the pod's life, as Argo's sidecars do."""
+    stand_ins = [(sidecars or {}).get(s["name"]) for s in template.get("sidecars", [])]
+    if None in stand_ins:
         raise Unsupported(f"sidecars of {template['name']}: the harness has no stand-in for them")
+    with contextlib.ExitStack() as stack:
+        for factory in stand_ins:
+            stack.enter_context(factory())
+        return _run_main(template, workdir, base_env, deadline_s, delay_s, style, raw)
+
+
+def _run_main(template: dict, workdir: Path, base_env: dict[str, str], deadline_s: float | None,
+              delay_s: float, style: str, raw: dict | None) -> PodResult:
+    container = template["container"]
     command = list(container.get("command") or [])
     if command[:2] != ["python", "-m"]:
         raise Unsupported(f"command {command}")
