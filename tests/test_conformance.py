@@ -193,6 +193,55 @@ def test_a_template_timeout_would_fail_a_queued_step(controller, bucket, tmp_pat
     assert "timeout" in messages and sum(w.phase == "Failed" for w in runs) >= 1
 
 
+def _set(template: dict, name: str, **fields) -> dict:
+    for t in template["spec"]["templates"]:
+        if t["name"] == name:
+            for key, value in fields.items():
+                if value is None:
+                    t.pop(key, None)
+                elif key == "maxDuration":
+                    t["retryStrategy"]["backoff"]["maxDuration"] = value
+                else:
+                    t[key] = value
+    return template
+
+
+@pytest.mark.slow
+def test_every_attempt_gets_its_retry_and_its_own_deadline(controller, bucket, tmp_path):
+    """A step that runs past its activeDeadlineSeconds (here plan, 1 s) fails with the pod's
+    message (kubelet DeadlineExceeded; inferFailedReason takes pod.Status.Message) and is
+    retried, each attempt with its own deadline (no backoff.maxDuration window,
+    processNodeRetries); after the last, the exit handler marks the job naming the step and
+    the message."""
+    c, template = controller()
+    book = make_book(tmp_path / "book", size=(600, 400))
+    assert c.run(template, job(bucket, book, "slow1", "analyze")).phase == "Succeeded"
+    c.delays["plan"] = 2.0
+    _set(template, "plan", activeDeadlineSeconds=1)
+    wf = c.run(template, job(bucket, book, "slow1", "prepay", **{"skip-analysis": "true"}))
+    attempts = wf.pods_of("plan")
+    assert len(attempts) == 3                                   # limit 2: 1 + 2 retries
+    assert {p.result.message for p in attempts} == {
+        "Pod was active on the node longer than the specified deadline"}
+    rec = record(bucket, "slow1")
+    assert rec["status"] == "generation_failed"
+    assert (rec["error"]["step"], rec["error"]["reason"]) == ("plan", "workflow_failed")
+    assert "longer than the specified deadline" in rec["error"]["message"]
+
+
+@pytest.mark.slow
+def test_a_max_duration_window_would_stop_retries(controller, bucket, tmp_path):
+    """The other side: with backoff.maxDuration (the old template's 20m, here 1s) an attempt
+    that fails after the window is never retried ("Max duration limit exceeded")."""
+    c, template = controller(delays={"analyze": 1.5}, env={"BOOKJOB_KILL": "analyze:update"})
+    _set(template, "analyze", maxDuration="1s")
+    book = make_book(tmp_path / "book", size=(600, 400))
+    wf = c.run(template, job(bucket, book, "window1", "analyze"))
+    assert len(wf.pods_of("analyze")) == 1
+    (retry,) = [n for n in wf.nodes.values() if n.type == "Retry" and n.template_name == "analyze"]
+    assert retry.message == "Max duration limit exceeded"
+
+
 @pytest.mark.slow
 def test_no_face_pages_start_no_gpu_pod(controller, bucket, tmp_path):
     """The default cluster (ComfyUI sidecar, face-backend comfyui) on a job analysed already
