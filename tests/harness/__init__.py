@@ -3,9 +3,14 @@ controller does, each container's command as a local process.
 
 It is a test instrument, not a second engine: it exists to check that ``book-job`` (as
 committed in ``argo-templates/`` and as the Helm chart renders it) does on a real controller
-what the tests say. Each rule it follows cites the controller source it comes from
-(argoproj/argo-workflows; v3.6/v3.7/v4 blobs as read in the project's research notes,
-``/work/notes/argo-controller.md``; where versions differ the harness says which it follows).
+what the tests say. Each rule it follows cites the controller source it comes from:
+argoproj/argo-workflows ``workflow/controller/operator.go`` (v4-era master blob, and commit
+00068233afff3c2524fa0c331ffe5ec15bb1a567 for the v3.0 form), ``dag.go``, ``workflowpod.go``,
+``workflow/common/ancestry.go``, ``workflow/sync/semaphore.go``, ``util/template``, as read
+for the project's research notes (``/work/notes/argo-controller.md``; the source index did
+not expose release tags, so v3.6.19 / v3.7.18 / v4.1.2 could not be pinned file by file).
+Where versions differ the harness follows v3.x and can speak v4 (``style="v4"``: pod
+messages prefixed ``main: ``).
 
 - :mod:`tests.harness.expr` parameter substitution, ``when``/``depends``/retry expressions,
   ``strconv.Quote`` and ``{{workflow.failures}}``;
