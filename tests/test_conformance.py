@@ -25,7 +25,6 @@ from tests.tools import helm_sdk
 
 COMMITTED = ROOT / "argo-templates" / "book-job.yaml"
 SEMAPHORE = {"bookjob-gpu-semaphore": {"gpu-pods": "1"}}
-pytestmark = pytest.mark.xdist_group("conformance")
 
 
 def committed() -> tuple[dict, dict]:
