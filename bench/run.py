@@ -214,8 +214,8 @@ def pods_per_stage() -> dict:
     out = {}
     for pages in (4, 24):
         nums = {"prepay": [1, 2, 3], "postpay": list(range(4, pages + 1))}
-        out[str(pages)] = {stage: sum(not s.per_chunk for s in steps_for(stage))
-                           + len(chunks(nums[stage], 0)) * sum(s.per_chunk for s in steps_for(stage))
+        out[str(pages)] = {stage: sum(not s.fan_out for s in steps_for(stage))
+                           + len(chunks(nums[stage], 0)) * sum(s.fan_out == "chunks" for s in steps_for(stage))
                            for stage in nums}
     return out
 

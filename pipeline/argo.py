@@ -1,21 +1,24 @@
 """The Argo compiler: the one pipeline spec as the ``book-job`` WorkflowTemplate (Hera).
 
-Every step of ``pipeline.spec`` becomes a container template running the same command the
-local engine runs; the ``{placeholders}`` of its arguments become Argo parameters. The DAG is
+The compiler walks ``pipeline.spec``; it knows no step by name. Every step becomes a container
+template running the same command the local engine runs; the ``{placeholders}`` of its
+arguments become Argo parameters. The DAGs come from ``Step.depends``:
 
-    main:        prepay ─▶ postpay          (each a stage-pass, skipped by the `stage` param)
-    stage-pass:  analyze ─▶ plan ─▶ chunk × N (withParam) ─▶ assemble ─▶ finalize
-    chunk:       backgrounds ─▶ render
-    onExit:      on-exit (marks a failed job analysis_failed / generation_failed, notifies)
+    main:         one task per pass (analyze, prepay, postpay), each run when `stage` has it
+    <pass>-pass:  the pass's steps; the steps of one fan-out list (``Step.fan_out``) are one
+                  task over that list (withParam), a DAG of their own when there are several
+    onExit:       on-exit (marks a failed job analysis_failed / generation_failed, notifies)
 
 GPU steps ask for ``nvidia.com/gpu``, carry a node selector and a toleration for the GPU taint
-and hold a ConfigMap semaphore; every pod runs non-root with a read-only root filesystem.
+and hold a ConfigMap semaphore; a step whose server needs the GPU (``Step.sidecar``) has it
+beside it and the sidecar holds the GPU. Every pod runs non-root with a read-only root
+filesystem. Deadlines are per attempt (``activeDeadlineSeconds``, counted from the pod's start,
+so time queued for the GPU semaphore or a GPU node never counts); no template ``timeout``
+(it counts queueing and then replaces the pod deadline — see README "Deadlines").
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from hera.workflows import DAG, Container, Parameter, Task, WorkflowTemplate
@@ -23,84 +26,41 @@ from hera.workflows import models as m
 
 from steps.protocol import EXIT_INPUT
 
-from pipeline.spec import ON_EXIT, PARAMETERS, PIPELINE, TEMPLATE_NAME, Step, argo_name
+from pipeline.spec import (ON_EXIT, PARAMETERS, PASSES, PIPELINE, STAGES, TEMPLATE_NAME, Step,
+                           argo_name, passes, steps_for)
 
-SCRATCH = "/tmp"
-CHUNKS_FILE = f"{SCRATCH}/chunks.json"
-EXPORT_DIR = f"{SCRATCH}/export"
-
-# What a step's {placeholder} is inside the compiled template.
-RUNTIME_VALUES = {
-    "pass_stage": "{{inputs.parameters.pass-stage}}",
-    "pages": "{{inputs.parameters.pages}}",
-    "chunks_file": CHUNKS_FILE,
-    "export_dir": EXPORT_DIR,
-    "workflow_status": "{{workflow.status}}",
-    "failures": "{{workflow.failures}}",
-}
-# On a cluster the production backends are the default (issue: GPU backends).
-CLUSTER_DEFAULTS = {
-    "analyzer": "qwen2-vl",
-    "analyzer_model": "/models/qwen2-vl",
-    "face_backend": "comfyui",
-    "comfyui_url": "http://127.0.0.1:8188",
-    "store": "s3://bookjob/data",
-}
-STAGES = ["prepay", "postpay", "full"]
+from pipeline.argo_settings import (CLUSTER_DEFAULTS, COMFYUI_COMMAND, COMFYUI_MODELS,  # noqa: F401
+                                    COMFYUI_UID, EXPORT_DIR, SCRATCH, ArgoSettings, Resources)
 
 
-@dataclass(frozen=True)
-class Resources:
-    cpu_request: str
-    memory_request: str
-    memory_limit: str
-    cpu_limit: str | None = None
-    gpus: int = 0
+def _runtime_values(settings: ArgoSettings) -> dict[str, str]:
+    """What the engine fills in a step's arguments, as the compiled template spells it."""
+    values = {
+        "pass_stage": "{{inputs.parameters.pass-stage}}",
+        "pages": "{{inputs.parameters.pages}}",
+        "export_dir": EXPORT_DIR,
+        # the face backends whose pages go to the GPU step: only where the sidecar holds one
+        "gpu_face_backends": "comfyui" if settings.sidecar else "",
+        "workflow_status": "{{workflow.status}}",
+        "failures": "{{workflow.failures}}",
+    }
+    for step in PIPELINE:
+        for name, placeholder in step.outputs.items():
+            values[placeholder.strip("{}")] = f"{SCRATCH}/{argo_name(name)}.json"
+    return values
 
 
-@dataclass(frozen=True)
-class ArgoSettings:
-    """Everything a cluster may want to change; the Helm chart exposes the same values."""
-
-    gpu_image: str = "ghcr.io/bookjob/bookjob-gpu:0.1.0"
-    cpu_image: str = "ghcr.io/bookjob/bookjob-cpu:0.1.0"
-    image_pull_policy: str = "IfNotPresent"
-    service_account: str = "bookjob-workflow"
-    gpu_node_selector: dict[str, str] = field(
-        default_factory=lambda: {"nvidia.com/gpu.present": "true"})
-    gpu_semaphore_configmap: str = "bookjob-gpu-semaphore"
-    gpu_semaphore_key: str = "gpu-pods"
-    artifact_repository_configmap: str = "bookjob-artifact-repository"
-    artifact_repository_key: str = "default"
-    notify_secret: str = "bookjob-notify"           # Secret with key `secret` (optional)
-    # ComfyUI as a sidecar of the backgrounds pod (it then holds the pod's GPU, and the step
-    # waits for it); "" = no sidecar, the `comfyui-url` parameter names an in-cluster service.
-    comfyui_sidecar_image: str = "ghcr.io/bookjob/comfyui:0.1.0"
-    comfyui_port: int = 8188
-    comfyui_ready_timeout_s: int = 900
-    resources: dict[str, Resources] = field(default_factory=lambda: {
-        "gpu": Resources("4", "16Gi", "24Gi", gpus=1),
-        "cpu": Resources("1", "1536Mi", "3Gi", cpu_limit="2"),
-    })
-    # Deadlines replace the old visibility_timeout (3600 s): per step, while running ...
-    step_deadline_s: dict[str, int] = field(default_factory=lambda: {
-        "analyze": 900, "plan": 300, "backgrounds": 3600, "render": 1800, "assemble": 900,
-        "finalize": 300, "on_exit": 300})
-    # ... plus time in Pending (the `timeout` counts it), enough for a GPU node to scale in.
-    pending_allowance_min: int = 45
-    workflow_deadline_s: int = 6 * 3600
-    ttl_after_completion_s: int = 7 * 24 * 3600
-    parameter_defaults: dict[str, str] = field(default_factory=lambda: dict(CLUSTER_DEFAULTS))
-
-
-def _placeholder_values() -> dict[str, str]:
+def _placeholder_values(settings: ArgoSettings) -> dict[str, str]:
     values = {name: f"{{{{workflow.parameters.{argo_name(name)}}}}}" for name in PARAMETERS}
-    return {**values, **RUNTIME_VALUES}
+    return {**values, **_runtime_values(settings)}
+
+
+INPUTS = ("pass_stage", "pages")          # the placeholders a task passes to its step
 
 
 def _inputs(step: Step) -> list[Parameter]:
-    used = {name for arg in step.args for name in re.findall(r"\{(\w+)\}", arg)}
-    return [Parameter(name=argo_name(n)) for n in ("pass_stage", "pages") if n in used]
+    used = set(step.placeholders())
+    return [Parameter(name=argo_name(n)) for n in INPUTS if n in used]
 
 
 def _security_context() -> m.SecurityContext:
@@ -122,32 +82,41 @@ def _resources(r: Resources) -> m.ResourceRequirements:
 
 
 def _retry(step: Step) -> m.RetryStrategy:
-    # Exit code 3 is a permanent input error: never retried. Anything else is transient.
+    """Exit code 3 is a permanent input error: never retried; anything else is transient.
+
+    No ``backoff.maxDuration``: it is one window from the first attempt's start that also cuts
+    each later attempt's deadline (``operator.go`` processNodeRetries), so a long step could
+    never be retried. Each attempt has its own ``activeDeadlineSeconds``; the workflow's
+    deadline bounds the whole series."""
     return m.RetryStrategy(
         limit=m.IntOrString(step.retries), retry_policy="Always",
         expression=f"lastRetry.status == 'Error' || asInt(lastRetry.exitCode) != {EXIT_INPUT}",
-        backoff=m.Backoff(duration="15s", factor=m.IntOrString(2), max_duration="20m"))
+        backoff=m.Backoff(duration="15s", factor=m.IntOrString(2)))
 
 
-def _env(settings: ArgoSettings) -> list[m.EnvVar]:
-    return [
+NO_GPU = m.EnvVar(name="NVIDIA_VISIBLE_DEVICES", value="void")
+
+
+def _env(settings: ArgoSettings, gpu: bool) -> list[m.EnvVar]:
+    env = [
         m.EnvVar(name="HOME", value=SCRATCH),
         m.EnvVar(name="BOOKJOB_NOTIFY_URL", value="{{workflow.parameters.notify-url}}"),
         m.EnvVar(name="BOOKJOB_NOTIFY_SECRET", value_from=m.EnvVarSource(
             secret_key_ref=m.SecretKeySelector(name=settings.notify_secret, key="secret",
                                                optional=True))),
     ]
+    # The GPU image sets NVIDIA_VISIBLE_DEVICES=all: a container without a GPU limit would see
+    # every GPU of its node. "void": the NVIDIA runtime gives it none.
+    return env if gpu else [*env, NO_GPU]
 
 
 def _outputs(step: Step) -> dict:
-    if "chunks" in step.outputs:
-        return {"outputs": [Parameter(name="chunks", value_from=m.ValueFrom(path=CHUNKS_FILE))]}
-    if step.name == "render":
-        return {"outputs": [_ui_artifact("pages", EXPORT_DIR, "pages")]}
-    if step.name == "assemble":
-        return {"outputs": [_ui_artifact("preview", f"{EXPORT_DIR}/preview.pdf", "preview.pdf"),
-                            _ui_artifact("book", f"{EXPORT_DIR}/book.pdf", "book.pdf")]}
-    return {}
+    params = [Parameter(name=argo_name(name), value_from=m.ValueFrom(path=f"{SCRATCH}/{argo_name(name)}.json"))
+              for name in step.outputs]
+    artifacts = [_ui_artifact(e.name, f"{EXPORT_DIR}/{e.path}".rstrip("/"), e.path or e.name)
+                 for e in step.exports]
+    outputs = [*params, *artifacts]
+    return {"outputs": outputs} if outputs else {}
 
 
 def _ui_artifact(name: str, path: str, key: str) -> m.Artifact:
@@ -157,52 +126,68 @@ def _ui_artifact(name: str, path: str, key: str) -> m.Artifact:
 
 
 def _comfyui_sidecar(settings: ArgoSettings) -> m.UserContainer:
+    """ComfyUI beside the step, holding the pod's GPU: an explicit command (no registry
+    look-up of the image's entrypoint, ``workflowpod.go``), writable folders under /tmp (an
+    emptyDir), the models read-only from the pod's ``comfyui-models`` volume when the chart
+    mounts one."""
+    command = [a.replace("{port}", str(settings.comfyui_port)) for a in COMFYUI_COMMAND]
     return m.UserContainer(
         name="comfyui", image=settings.comfyui_sidecar_image,
         image_pull_policy=settings.image_pull_policy,
+        command=command,
         ports=[m.ContainerPort(container_port=settings.comfyui_port, name="http")],
         env=[m.EnvVar(name="HOME", value=SCRATCH)],
         resources=_resources(settings.resources["gpu"]),
-        security_context=_security_context(),
+        security_context=m.SecurityContext(
+            allow_privilege_escalation=False, read_only_root_filesystem=True, run_as_non_root=True,
+            run_as_user=COMFYUI_UID, run_as_group=COMFYUI_UID,
+            capabilities=m.Capabilities(drop=["ALL"]),
+            seccomp_profile=m.SeccompProfile(type="RuntimeDefault")),
         volume_mounts=[m.VolumeMount(name="scratch", mount_path=SCRATCH)],
     )
 
 
+def _gpu_placement(settings: ArgoSettings) -> dict:
+    return dict(
+        node_selector=dict(settings.gpu_node_selector),
+        tolerations=[m.Toleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")],
+        synchronization=m.Synchronization(semaphores=[m.SemaphoreRef(
+            config_map_key_ref=m.ConfigMapKeySelector(
+                name=settings.gpu_semaphore_configmap, key=settings.gpu_semaphore_key))]),
+    )
+
+
+def compiled_steps(settings: ArgoSettings) -> list[Step]:
+    """The spec's steps. One that needs a sidecar where the cluster has none is compiled as a
+    CPU step; it then gets no work (``gpu_face_backends`` is empty, so its list is)."""
+    return list(PIPELINE)
+
+
 def container(step: Step, settings: ArgoSettings) -> Container:
     """The container template of one step."""
-    gpu = step.resources == "gpu"
-    sidecar = step.name == "backgrounds" and bool(settings.comfyui_sidecar_image)
-    extra: dict = {}
-    env = _env(settings)
-    resources = settings.resources[step.resources]
-    if sidecar:
-        extra["sidecars"] = [_comfyui_sidecar(settings)]
+    gpu = step.resources == "gpu" and settings.gpus and (settings.sidecar or not step.sidecar)
+    extra: dict = {"sidecars": [_comfyui_sidecar(settings)]} if gpu and step.sidecar else {}
+    holds_gpu = gpu and not step.sidecar   # else the sidecar holds it
+    env = _env(settings, holds_gpu)
+    if extra:
         env.append(m.EnvVar(name="BOOKJOB_COMFYUI_READY_TIMEOUT",
                             value=str(settings.comfyui_ready_timeout_s)))
-        resources = settings.resources["cpu"]  # the sidecar holds the GPU
     if gpu:
-        extra.update(
-            node_selector=dict(settings.gpu_node_selector),
-            tolerations=[m.Toleration(key="nvidia.com/gpu", operator="Exists", effect="NoSchedule")],
-            synchronization=m.Synchronization(semaphores=[m.SemaphoreRef(
-                config_map_key_ref=m.ConfigMapKeySelector(
-                    name=settings.gpu_semaphore_configmap, key=settings.gpu_semaphore_key))]),
-        )
+        extra.update(_gpu_placement(settings))
     return Container(
         name=argo_name(step.name),
-        image=settings.gpu_image if gpu else settings.cpu_image,
+        image=settings.gpu_image if holds_gpu else settings.cpu_image,
         image_pull_policy=settings.image_pull_policy,
         command=["python", "-m", step.module],
-        args=step.argv(_placeholder_values()),
+        args=step.argv(_placeholder_values(settings)),
         inputs=_inputs(step),
         env=env,
-        resources=_resources(resources),
+        resources=_resources(settings.resources["gpu" if holds_gpu else "cpu"]),
         security_context=_security_context(),
         volume_mounts=[m.VolumeMount(name="scratch", mount_path=SCRATCH)],
         active_deadline_seconds=settings.step_deadline_s[step.name],
-        timeout=f"{settings.step_deadline_s[step.name] // 60 + settings.pending_allowance_min}m",
         retry_strategy=_retry(step),
-        labels={"bookjob/step": step.name, "bookjob/resources": step.resources},
+        labels={"bookjob/step": step.name, "bookjob/resources": "gpu" if gpu else "cpu"},
         **_outputs(step),
         **extra,
     )
@@ -238,6 +223,81 @@ def _parameters(settings: ArgoSettings) -> list[Parameter]:
     return params
 
 
+def _either(expr: str, values: list[str]) -> str:
+    # quoted on both sides: the same under govaluate (v3.x) and expr (v4) `when` evaluation
+    return " || ".join(f"'{expr}' == '{v}'" for v in values)
+
+
+def _task_name(step: Step, group: list[Step]) -> str:
+    return argo_name(step.name if len(group) == 1 else step.fan_out)
+
+
+def _pass_dag(pass_name: str, settings: ArgoSettings, containers: dict[str, Container],
+              groups: dict[str, Task | DAG]) -> None:
+    """The DAG of one pass: its steps as tasks, depends from the spec, one task per fan-out."""
+    chosen = [s for s in steps_for(pass_name) if s in compiled_steps(settings)]
+    names = {s.name for s in chosen}
+    producer = {out: s for s in chosen for out in s.outputs}
+    task_of: dict[str, str] = {}
+    members: dict[str, list[Step]] = {}
+    for s in chosen:
+        if s.fan_out:
+            members.setdefault(s.fan_out, []).append(s)
+    for s in chosen:
+        task_of[s.name] = _task_name(s, members[s.fan_out]) if s.fan_out else argo_name(s.name)
+
+    with DAG(name=f"{pass_name}-pass"):
+        made: set[str] = set()
+        for s in chosen:
+            task = task_of[s.name]
+            if task in made:
+                continue
+            made.add(task)
+            group = members.get(s.fan_out, [s]) if s.fan_out else [s]
+            deps = sorted({task_of[d] for g in group for d in g.depends if d in names} - {task},
+                          key=list(task_of.values()).index)
+            kwargs: dict = {}
+            if s.fan_out:
+                source = producer[s.fan_out]
+                deps = deps if task_of[source.name] in deps else [*deps, task_of[source.name]]
+                kwargs["with_param"] = (f"{{{{tasks.{task_of[source.name]}.outputs.parameters."
+                                        f"{argo_name(s.fan_out)}}}}}")
+            template = containers[s.name] if len(group) == 1 else groups[s.fan_out]
+            inputs = {p.name for g in group for p in containers[g.name].inputs or []}
+            arguments = {"pass-stage": pass_name, "pages": "{{item}}"}
+            skips = [g.skip_if for g in group if g.skip_if]
+            if skips:
+                kwargs["when"] = " && ".join(
+                    f"'{{{{workflow.parameters.{argo_name(p)}}}}}' != 'true'" for p in skips)
+            Task(name=task, template=template,
+                 arguments={k: v for k, v in arguments.items() if k in inputs},
+                 depends=" && ".join(deps) or None, **kwargs)
+
+
+def _fan_out_dags(settings: ArgoSettings, containers: dict[str, Container]) -> dict[str, DAG]:
+    """A DAG for each fan-out list run by more than one step (e.g. backgrounds then render)."""
+    lists: dict[str, list[Step]] = {}
+    for s in compiled_steps(settings):
+        if s.fan_out:
+            lists.setdefault(s.fan_out, []).append(s)
+    dags = {}
+    for fan_out, group in lists.items():
+        if len(group) == 1:
+            continue
+        inputs = sorted({p.name for g in group for p in containers[g.name].inputs or []},
+                        key=[argo_name(n) for n in INPUTS].index)
+        names = {g.name for g in group}
+        with DAG(name=argo_name(fan_out), inputs=[Parameter(name=n) for n in inputs]) as dag:
+            for g in group:
+                own = {p.name for p in containers[g.name].inputs or []}
+                deps = [argo_name(d) for d in g.depends if d in names]
+                Task(name=argo_name(g.name), template=containers[g.name],
+                     arguments={n: f"{{{{inputs.parameters.{n}}}}}" for n in inputs if n in own},
+                     depends=" && ".join(deps) or None)
+        dags[fan_out] = dag
+    return dags
+
+
 def build(settings: ArgoSettings | None = None) -> WorkflowTemplate:
     """The ``book-job`` WorkflowTemplate."""
     settings = settings or ArgoSettings()
@@ -257,48 +317,28 @@ def build(settings: ArgoSettings | None = None) -> WorkflowTemplate:
             seccomp_profile=m.SeccompProfile(type="RuntimeDefault")),
         volumes=[m.Volume(name="scratch", empty_dir=m.EmptyDirVolumeSource(size_limit=m.Quantity("4Gi")))],
         active_deadline_seconds=settings.workflow_deadline_s,
-        pod_gc=m.PodGC(strategy="OnPodSuccess", delete_delay_duration="10m"),
+        # Failed pods stay (their logs with them); successful ones go once the workflow is done,
+        # their logs kept by archiveLogs in the artifact repository.
+        pod_gc=m.PodGC(strategy="OnWorkflowCompletion", delete_delay_duration="1h"),
+        archive_logs=True,
         ttl_strategy=m.TTLStrategy(seconds_after_completion=settings.ttl_after_completion_s),
         workflow_metadata=_metadata(),
     ) as template:
-        steps = {s.name: container(s, settings) for s in PIPELINE}
+        containers = {s.name: container(s, settings) for s in compiled_steps(settings)}
         container(ON_EXIT, settings)
-
-        with DAG(name="chunk", inputs=[Parameter(name="pass-stage"), Parameter(name="pages")]) as chunk:
-            args = {"pass-stage": "{{inputs.parameters.pass-stage}}",
-                    "pages": "{{inputs.parameters.pages}}"}
-            _chain(steps, [s for s in PIPELINE if s.per_chunk], args)
-
-        with DAG(name="stage-pass", inputs=[Parameter(name="pass-stage")]):
-            pass_stage = {"pass-stage": "{{inputs.parameters.pass-stage}}"}
-            analyze = Task(name="analyze", template=steps["analyze"], arguments=pass_stage,
-                           when="'{{inputs.parameters.pass-stage}}' == 'prepay'")
-            plan = Task(name="plan", template=steps["plan"], arguments=pass_stage)
-            chunks = Task(name="chunk", template=chunk,
-                          arguments={**pass_stage, "pages": "{{item}}"},
-                          with_param="{{tasks.plan.outputs.parameters.chunks}}")
-            assemble = Task(name="assemble", template=steps["assemble"], arguments=pass_stage)
-            finalize = Task(name="finalize", template=steps["finalize"], arguments=pass_stage)
-            analyze >> plan >> chunks >> assemble >> finalize
-
+        groups = _fan_out_dags(settings, containers)
+        for pass_name in passes():
+            _pass_dag(pass_name, settings, containers, groups)
         with DAG(name="main"):
-            prepay = Task(name="prepay", template="stage-pass", arguments={"pass-stage": "prepay"},
-                          when="'{{workflow.parameters.stage}}' != 'postpay'")
-            postpay = Task(name="postpay", template="stage-pass", arguments={"pass-stage": "postpay"},
-                           when="'{{workflow.parameters.stage}}' != 'prepay'")
-            prepay >> postpay
+            tasks = {}
+            for pass_name in passes():
+                stages = [st for st, ps in PASSES.items() if pass_name in ps]
+                tasks[pass_name] = Task(name=pass_name, template=f"{pass_name}-pass",
+                                        when=_either("{{workflow.parameters.stage}}", stages))
+            for ps in PASSES.values():
+                for before, after in zip(ps, ps[1:]):
+                    tasks[before] >> tasks[after]
     return template
-
-
-def _chain(steps: dict[str, Container], chain: list[Step], args: dict[str, str]) -> None:
-    previous = None
-    for s in chain:
-        task = Task(name=argo_name(s.name), template=steps[s.name],
-                    arguments={k: v for k, v in args.items()
-                               if k in {p.name for p in steps[s.name].inputs or []}})
-        if previous is not None:
-            previous >> task
-        previous = task
 
 
 def to_yaml(settings: ArgoSettings | None = None) -> str:
@@ -312,5 +352,3 @@ def write_templates(out: Path, settings: ArgoSettings | None = None) -> list[Pat
     path = out / f"{TEMPLATE_NAME}.yaml"
     path.write_text(to_yaml(settings))
     return [path]
-
-

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.argo import CLUSTER_DEFAULTS, ArgoSettings, Resources, build
+from pipeline.argo import COMFYUI_MODELS, CLUSTER_DEFAULTS, ArgoSettings, Resources, build
 from pipeline.spec import ON_EXIT, PIPELINE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,13 +81,10 @@ INTS: dict[int, str] = {
     8_100_003: "$.Values.backends.comfyui.sidecar.port",
     8_100_004: "$.Values.backends.comfyui.sidecar.readyTimeoutSeconds",
 }
-PENDING = 500_000                      # pending_allowance_min
 STEP_NAMES = [s.name for s in (*PIPELINE, ON_EXIT)]
 STEP_DEADLINES = {name: 60 * (9_000_000 + 1000 * i) for i, name in enumerate(STEP_NAMES)}
 STEP_VALUE = {name: f"$.Values.deadlines.steps.{_camel(name)}" for name in STEP_NAMES}
 INTS.update({seconds: STEP_VALUE[name] for name, seconds in STEP_DEADLINES.items()})
-# `timeout` = deadline minutes + pending allowance minutes.
-TIMEOUTS = {seconds // 60 + PENDING: name for name, seconds in STEP_DEADLINES.items()}
 
 NODE_SELECTOR = {_s("node_selector"): "x"}
 # Hera accepts only real pull policies: "Never" stands for the value (the default is IfNotPresent).
@@ -96,6 +93,9 @@ RESOURCE_MARK = {"gpu": _s("resources_gpu"), "cpu": _s("resources_cpu")}
 
 # Settings the chart keeps at their defaults (its own objects use the same names and keys).
 FIXED = {"gpu_semaphore_key", "artifact_repository_key"}
+# Settings the chart keeps at their defaults because it is for clusters with GPUs (a CPU-only
+# cluster: `bookjob templates` or ArgoSettings(gpus=False)).
+FIXED |= {"gpus"}
 # A setting that switches part of the template on (sentinel) or off ("") -> Helm condition.
 TOGGLES = {"comfyui_sidecar_image": "$.Values.backends.comfyui.sidecar.enabled"}
 
@@ -117,7 +117,6 @@ def sentinel_settings(**toggles: bool) -> ArgoSettings:
         "resources": {cls: Resources(mark, mark, mark, cpu_limit=mark, gpus=int(cls == "gpu"))
                       for cls, mark in RESOURCE_MARK.items()},
         "step_deadline_s": dict(STEP_DEADLINES),
-        "pending_allowance_min": PENDING,
         "workflow_deadline_s": 8_100_001,
         "ttl_after_completion_s": 8_100_002,
         "parameter_defaults": {name: _s(f"param_{name}") for name in PARAMETER_VALUES},
@@ -150,9 +149,12 @@ def _document(settings: ArgoSettings) -> dict:
     if any(v.get("name") == "models" for v in spec.get("volumes", [])):
         raise ChartError("the compiled template already has a volume named `models`")
     spec.setdefault("volumes", []).append(_item("model_volume"))
+    spec["volumes"].append(_item("comfyui_model_volume"))
     for template in spec["templates"]:
         if "tolerations" in template:
             template["tolerations"] = _block("tolerations")
+        for sidecar in template.get("sidecars", []):
+            sidecar.setdefault("volumeMounts", []).append(_item("comfyui_model_mount"))
         container = template.get("container")
         if not container:
             continue
@@ -258,7 +260,7 @@ def _block_text(kind: str, indent: str, key: str, payload) -> str:
         return (f"{indent}{key}:\n{indent}  {{{{- include \"bookjob.labels\" $ | nindent {inner} }}}}\n"
                 f"{own}")
     if kind == "pod_spec_patch":
-        return (f"{{{{- if $.Values.executor.securityContext }}}}\n"
+        return (f"{{{{- if and $.Values.executor.securityContext (not $.Values.executor.initlessPods) }}}}\n"
                 f"{indent}{key}: {{{{ include \"bookjob.podSpecPatch\" $ | toJson }}}}\n"
                 f"{{{{- end }}}}\n")
     if kind.startswith("resources_"):
@@ -281,6 +283,13 @@ def _item_text(kind: str, indent: str) -> str:
     if kind == "model_mount":
         return (f"{{{{- if $.Values.backends.analyzer.modelVolume }}}}\n{indent}- name: models\n"
                 f"{indent}  mountPath: {{{{ $.Values.backends.analyzer.modelMountPath | toJson }}}}\n"
+                f"{indent}  readOnly: true\n{{{{- end }}}}\n")
+    if kind == "comfyui_model_volume":
+        return (f"{{{{- with $.Values.backends.comfyui.sidecar.modelVolume }}}}\n{indent}- name: comfyui-models\n"
+                f"{indent}  {{{{- toYaml . | nindent {n + 2} }}}}\n{{{{- end }}}}\n")
+    if kind == "comfyui_model_mount":
+        return (f"{{{{- if $.Values.backends.comfyui.sidecar.modelVolume }}}}\n{indent}- name: comfyui-models\n"
+                f"{indent}  mountPath: {COMFYUI_MODELS}\n"
                 f"{indent}  readOnly: true\n{{{{- end }}}}\n")
     raise ChartError(f"unknown item {kind}")
 
@@ -307,13 +316,10 @@ def _helm(text: str) -> str:
         text = re.sub(rf"^(.*?: )'{number}'$", rf"\g<1>{{{{ {expr} | int | toString | toJson }}}}",
                       text, flags=re.M)
         text = re.sub(rf"^(.*?: ){number}$", rf"\g<1>{{{{ {expr} | int }}}}", text, flags=re.M)
-    for minutes, step in TIMEOUTS.items():
-        text = re.sub(rf"^(.*?timeout: ){minutes}m$",
-                      rf"\g<1>{{{{ add (div ({STEP_VALUE[step]} | int) 60) "
-                      rf"($.Values.deadlines.pendingAllowanceMinutes | int) }}}}m",
+        text = re.sub(rf"^( *- )'{number}'$", rf"\g<1>{{{{ {expr} | int | toString | toJson }}}}",
                       text, flags=re.M)
     left = sorted(set(re.findall(r"__(?:BJ|BLOCK|ITEM|VARIANT)_\w+?__", text))
-                  | {str(n) for n in [*INTS, *TIMEOUTS, PENDING] if re.search(rf"\b{n}\b", text)})
+                  | {str(n) for n in INTS if re.search(rf"\b{n}\b", text)})
     if left:
         raise ChartError(f"sentinels left in the chart template (used inside a longer value?): {left}")
     return text

@@ -191,11 +191,23 @@ class Kubernetes:
     def logs(self, name: str) -> Iterator[tuple[str, str]]:
         pods = self._call(self.core.list_namespaced_pod, self.settings.namespace,
                           label_selector=f"workflows.argoproj.io/workflow={name}")
+        from kubernetes.client.exceptions import ApiException
+
         for pod in sorted(pods.items, key=lambda p: p.metadata.name):
             # Raw bytes: the client's own decoding of this text/plain answer varies by version.
-            response = self._call(self.core.read_namespaced_pod_log, pod.metadata.name,
-                                  self.settings.namespace, container="main",
-                                  _preload_content=False)
+            try:
+                response = self.core.read_namespaced_pod_log(
+                    pod.metadata.name, self.settings.namespace, container="main",
+                    _preload_content=False)
+            except ApiException as e:
+                # 400 "container "main" in pod … is waiting to start: ContainerCreating" (or
+                # PodInitializing, an image pull): no log yet, not an error
+                if e.status == 400 and "waiting to start" in str(e.body or e.reason or ""):
+                    yield pod.metadata.name, "(not started yet: no log)"
+                    continue
+                raise ClusterError(f"Kubernetes API: {e}") from e
+            except OSError as e:
+                raise ClusterError(f"Kubernetes API: {e}") from e
             for line in response.data.decode("utf-8", "replace").splitlines():
                 yield pod.metadata.name, line
 
@@ -212,15 +224,30 @@ def phase(workflow: dict) -> str:
     return (workflow.get("status") or {}).get("phase") or "Pending"
 
 
+# Node types whose messages say what a user waits for: a pod (scheduling, image pull, exit
+# code), a Retry node ("Backoff for 30 seconds", "No more retries left"; operator.go
+# processNodeRetries). A node queued for the GPU semaphore is Pending with "Waiting for … lock"
+# and synchronizationStatus.waiting (markNodeWaitingForLock), whatever its type.
+SHOWN = ("Pod", "Retry")
+
+
 def node_lines(workflow: dict) -> list[str]:
-    """One line per pod node: step, phase and any message (semaphore, scheduling)."""
+    """One line per pod or retry node worth showing: step, phase, progress and message."""
     nodes = (workflow.get("status") or {}).get("nodes") or {}
     lines = []
     for node in sorted(nodes.values(), key=lambda n: (n.get("startedAt") or "", n.get("id", ""))):
-        if node.get("type") != "Pod":
+        waiting = (node.get("synchronizationStatus") or {}).get("waiting")
+        kind = node.get("type")
+        if kind not in SHOWN and not waiting:
             continue
-        message = f" — {node['message']}" if node.get("message") else ""
-        lines.append(f"{node.get('displayName', node.get('name'))}: {node.get('phase')}{message}")
+        if kind == "Retry" and not node.get("message") and not waiting:
+            continue  # its attempts (Pod nodes) say it all
+        message = node.get("message") or (f"waiting for {waiting}" if waiting else "")
+        phase_text = "Queued" if waiting else node.get("phase")
+        progress = f" {node['progress']}" if kind == "Pod" and node.get("progress") and \
+            node.get("phase") == "Running" else ""
+        lines.append(f"{node.get('displayName', node.get('name'))}: {phase_text}{progress}"
+                     + (f" — {message}" if message else ""))
     return lines
 
 

@@ -96,14 +96,20 @@ class LocalEngine:
         return self.runs
 
     def _run_pass(self, pass_stage: str, scratch: Path) -> None:
+        # The same plan as on a cluster; no face backend runs on a GPU here, so the `faces`
+        # list is empty and every page is made by the CPU steps.
         values = {**self.params, "pass_stage": pass_stage, "export_dir": "",
-                  "chunks_file": str(scratch / f"{pass_stage}-chunks.json")}
-        ordered = steps_for(pass_stage)
-        chain = [s for s in ordered if s.per_chunk]
+                  "gpu_face_backends": ""}
+        ordered = [s for s in steps_for(pass_stage) if not s.skipped(self.params)]
         for step in ordered:
-            if step.per_chunk:
+            for placeholder in step.outputs.values():
+                values[placeholder.strip("{}")] = str(scratch / f"{pass_stage}-{placeholder.strip('{}')}.json")
+        lists = {out: placeholder.strip("{}") for s in ordered for out, placeholder in s.outputs.items()}
+        for step in ordered:
+            if step.fan_out:
+                chain = [s for s in ordered if s.fan_out == step.fan_out]
                 if step is chain[0]:
-                    chunks = json.loads(Path(values["chunks_file"]).read_text())
+                    chunks = json.loads(Path(values[lists[step.fan_out]]).read_text())
                     self._run_chunks(chain, chunks, values, scratch)
                 continue
             self._run_step(step, values, None)
@@ -126,6 +132,8 @@ class LocalEngine:
                     raise
                 early = following
 
+        if not chunks:
+            return
         with ThreadPoolExecutor(max_workers=max(1, min(self.workers, len(chunks)))) as pool:
             for future in [pool.submit(one_chunk, c) for c in chunks]:
                 future.result()

@@ -1,22 +1,30 @@
 """The one description of the book pipeline, from which both engines are made.
 
-A step is a program (``python -m steps.<name>``) with arguments templated on the pipeline's
-parameters, a resource class (``gpu`` or ``cpu``), the steps it waits for, the store keys it
-reads and writes, and whether it runs once per stage pass or once per chunk of pages.
+A step is a program (``python -m steps.<module>``) with arguments templated on the pipeline's
+parameters, a resource class (``gpu`` or ``cpu``), the steps it waits for, and whether it runs
+once per pass or once per item of a list a step before it wrote (``fan_out``). Both engines
+walk :data:`PIPELINE`: the local engine in :func:`steps_for` order, the Argo compiler as a DAG
+made from ``depends`` (``pipeline.argo``); neither knows a step by its name.
 
-A job runs in passes: ``prepay`` (analyse, then make the prepay pages and the preview) and
-``postpay`` (make the other pages and the book, reusing the analysis). Stage ``full`` is both
-passes in one run.
+A job runs in passes: ``analyze`` (only the analysis), ``prepay`` (analyse unless asked not
+to, then make the prepay pages and the preview) and ``postpay`` (make the other pages and the
+book, reusing the analysis). Stage ``full`` is prepay then postpay in one run.
+
+Pages go to a GPU only when they need one: ``plan`` writes two lists, the chunks of every page
+(``chunks``, CPU pods: backgrounds and text) and the chunks of the face pages whose face
+backend runs on the cluster's GPU (``face_chunks``, the ``faces`` step; empty with the
+classic backend, with ComfyUI reached by URL, on a CPU-only cluster and in the local engine).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from steps.core.settings import Settings
 
 # Parameters of a job, with their defaults ("" = required). Names are the engines' keys;
-# Argo spells them with dashes (job_id -> job-id).
+# Argo spells them with dashes (job_id -> job-id). Every entry becomes a template parameter.
 _DEFAULTS = Settings.model_fields
 PARAMETERS: dict[str, str] = {
     "job_id": "",
@@ -33,9 +41,8 @@ PARAMETERS: dict[str, str] = {
     "analyzer_model": "",        # "" = not set: the step falls back to $BOOKJOB_ANALYZER_MODEL
     "face_backend": _DEFAULTS["face_backend"].default,
     "comfyui_url": "",           # "" = not set: the step falls back to $BOOKJOB_COMFYUI_URL
+    "skip_analysis": "false",    # "true": the job is analysed already (same photo): no analyze
 }
-# Placeholders filled by the engine while it runs, not by the user.
-RUNTIME = {"pass_stage", "pages", "chunks_file", "export_dir", "workflow_status", "failures"}
 
 # The compiled WorkflowTemplate's name; Argo spells parameter and template names with dashes.
 TEMPLATE_NAME = "book-job"
@@ -46,77 +53,95 @@ def argo_name(name: str) -> str:
     return name.replace("_", "-")
 
 
-PASSES = {"prepay": ("prepay",), "postpay": ("postpay",), "full": ("prepay", "postpay")}
+# stage -> its passes, in order
+PASSES: dict[str, tuple[str, ...]] = {
+    "analyze": ("analyze",), "prepay": ("prepay",), "postpay": ("postpay",),
+    "full": ("prepay", "postpay")}
+STAGES = list(PASSES)
 
 COMMON = ("--store", "{store}", "--job-id", "{job_id}", "--book", "{book}")
 
 
 @dataclass(frozen=True)
+class Export:
+    """A file a step leaves under its export folder for the Argo UI to preview."""
+
+    name: str
+    path: str          # under the export folder ("" = the folder itself)
+
+
+@dataclass(frozen=True)
 class Step:
     name: str
-    resources: str                       # "gpu" | "cpu"
     args: tuple[str, ...]
+    resources: str = "cpu"               # "gpu" | "cpu": the kind of pod
     depends: tuple[str, ...] = ()
-    per_chunk: bool = False              # once per chunk of pages, not once per pass
+    entry: str = ""                      # the program's module; default: steps.<name>
+    fan_out: str = ""                    # once per item of this list (an output of a step before)
     passes: tuple[str, ...] = ("prepay", "postpay")
     retries: int = 2
-    reads: tuple[str, ...] = ()
-    writes: tuple[str, ...] = ()
-    outputs: dict[str, str] = field(default_factory=dict)  # output name -> placeholder
+    outputs: dict[str, str] = field(default_factory=dict)  # output list -> placeholder of its file
+    exports: tuple[Export, ...] = ()
+    sidecar: str = ""                    # needs this server beside it (it holds the pod's GPU)
+    skip_if: str = ""                    # a parameter: the step does not run when it is "true"
 
     @property
     def module(self) -> str:
-        return f"steps.{self.name}"
+        return self.entry or f"steps.{self.name}"
+
+    @property
+    def per_chunk(self) -> bool:
+        return bool(self.fan_out)
+
+    def placeholders(self) -> list[str]:
+        return [n for arg in self.args for n in re.findall(r"\{(\w+)\}", arg)]
 
     def argv(self, values: dict[str, str]) -> list[str]:
         """The step's arguments with every placeholder filled from ``values``."""
         return [arg.format_map(values) for arg in self.args]
 
+    def skipped(self, params: dict[str, str]) -> bool:
+        return bool(self.skip_if) and str(params.get(self.skip_if, "")).lower() == "true"
 
-PAGES = "layout/{job_id}/pages/"
+
+FACE_ARGS = ("--face-backend", "{face_backend}", "--comfyui-url", "{comfyui_url}",
+             "--gpu-face-backends", "{gpu_face_backends}")
 
 PIPELINE: tuple[Step, ...] = (
-    Step("analyze", "gpu", COMMON + (
+    Step("analyze", COMMON + (
         "--photo-key", "{photo_key}", "--name", "{child_name}", "--age", "{child_age}",
         "--gender", "{child_gender}", "--analyzer", "{analyzer}",
         "--analyzer-model", "{analyzer_model}"),
-        passes=("prepay",), retries=3,
-        reads=("{photo_key}", "book.yaml"),
-        writes=("jobs/{job_id}/job.json", "jobs/{job_id}/analysis.json")),
-    Step("plan", "cpu", COMMON + (
+        resources="gpu", passes=("analyze", "prepay"), retries=3, skip_if="skip_analysis"),
+    Step("plan", COMMON + (
         "--stage", "{pass_stage}", "--pages-per-task", "{pages_per_task}",
-        "--randomize-seed", "{randomize_seed}", "--out", "{chunks_file}"),
+        "--randomize-seed", "{randomize_seed}", "--out", "{chunks_file}",
+        "--face-out", "{face_chunks_file}", "--face-backend", "{face_backend}",
+        "--gpu-face-backends", "{gpu_face_backends}"),
         depends=("analyze",),
-        reads=("jobs/{job_id}/job.json", "book.yaml"),
-        writes=("jobs/{job_id}/job.json",),
-        outputs={"chunks": "{chunks_file}"}),
-    Step("backgrounds", "gpu", COMMON + (
-        "--pages", "{pages}", "--face-backend", "{face_backend}",
-        "--comfyui-url", "{comfyui_url}"),
-        depends=("plan",), per_chunk=True,
-        reads=("jobs/{job_id}/job.json", "{photo_key}"),
-        writes=(PAGES + "page_XX_bg.png",)),
-    Step("render", "cpu", COMMON + ("--pages", "{pages}", "--export", "{export_dir}"),
-         depends=("backgrounds",), per_chunk=True,
-         reads=(PAGES + "page_XX_bg.png",),
-         writes=(PAGES + "page_XX.png",)),
-    Step("assemble", "cpu", COMMON + ("--stage", "{pass_stage}", "--export", "{export_dir}"),
+        outputs={"chunks": "{chunks_file}", "face_chunks": "{face_chunks_file}"}),
+    # the face pages whose backend runs on the GPU; the sidecar holds it
+    Step("faces", COMMON + ("--pages", "{pages}", "--only-faces", "true") + FACE_ARGS,
+         resources="gpu", entry="steps.backgrounds", depends=("plan",),
+         fan_out="face_chunks", sidecar="comfyui"),
+    # every other page's background (and the face pages of a CPU backend)
+    Step("backgrounds", COMMON + ("--pages", "{pages}", "--only-faces", "false") + FACE_ARGS,
+         depends=("plan", "faces"), fan_out="chunks"),
+    Step("render", COMMON + ("--pages", "{pages}", "--export", "{export_dir}"),
+         depends=("backgrounds",), fan_out="chunks", exports=(Export("pages", ""),)),
+    Step("assemble", COMMON + ("--stage", "{pass_stage}", "--export", "{export_dir}"),
          depends=("render",),
-         reads=(PAGES,),
-         writes=("layout/{job_id}/preview.pdf", "layout/{job_id}/book.pdf")),
-    Step("finalize", "cpu", COMMON + ("--stage", "{pass_stage}"),
-         depends=("assemble",),
-         reads=("jobs/{job_id}/job.json",),
-         writes=("jobs/{job_id}/job.json",)),
+         exports=(Export("preview", "preview.pdf"), Export("book", "book.pdf"))),
+    Step("finalize", COMMON + ("--stage", "{pass_stage}"), depends=("assemble",)),
 )
 
 
 # Runs when a job ends (Argo's onExit; the local engine after a failed step): a job that did
 # not succeed is marked analysis_failed / generation_failed with the failing step and reason.
-ON_EXIT = Step("on_exit", "cpu", (
+ON_EXIT = Step("on_exit", (
     "--store", "{store}", "--job-id", "{job_id}", "--workflow-status", "{workflow_status}",
     "--failures", "{failures}"),
-    passes=(), reads=("jobs/{job_id}/job.json",), writes=("jobs/{job_id}/job.json",))
+    passes=())
 
 
 def steps_for(pass_stage: str) -> list[Step]:
@@ -135,5 +160,6 @@ def steps_for(pass_stage: str) -> list[Step]:
     return ordered
 
 
-def step(name: str) -> Step:
-    return next(s for s in PIPELINE if s.name == name)
+def passes() -> list[str]:
+    """Every pass, in the order the stages run them."""
+    return list(dict.fromkeys(p for ps in PASSES.values() for p in ps))

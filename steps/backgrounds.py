@@ -27,6 +27,7 @@ from steps.core.job import JobRecord, read_job, update_job
 from steps.core.manifest import LoadedBook, load_book
 from steps.core.settings import settings
 from steps.core.store import Store, open_store, page_bg_key
+from steps.plan import faces_on_gpu
 
 
 BACKENDS = tuple(FACE_TRANSFERS)
@@ -47,7 +48,8 @@ def page_prompt(page_prompt_text: str, analysis: Analysis | None) -> str:
 
 
 def make_backgrounds(store: Store, job_id: str, loaded: LoadedBook, pages: list[int],
-                     backend: str = "classic", options: dict | None = None) -> list:
+                     backend: str = "classic", options: dict | None = None,
+                     progress=lambda done, total: None) -> list:
     record = read_job(store, job_id)
     book = loaded.book
     randomize = record.generation_retry.randomize_seed
@@ -69,7 +71,8 @@ def make_backgrounds(store: Store, job_id: str, loaded: LoadedBook, pages: list[
     code = artifacts.code_version(__name__, "steps.backends.faces", "steps.core.images",
                                   FACE_TRANSFERS[backend].partition(":")[0])
     try:
-        for num in pages:
+        for done, num in enumerate(pages):
+            progress(done, len(pages))
             page = book.page(num)
             base = loaded.read(page.base)
             face = (photo_bytes(), record.analysis, seeds[num]) if page.needs_face_swap else ()
@@ -97,6 +100,7 @@ def make_backgrounds(store: Store, job_id: str, loaded: LoadedBook, pages: list[
     finally:
         if transfer is not None:
             transfer.close()
+    progress(len(pages), len(pages))
     return made
 
 
@@ -120,9 +124,15 @@ def work(args) -> None:
     unknown = [n for n in pages if n not in {p.num for p in loaded.book.pages}]
     if unknown:
         raise InputError("bad_pages", f"Page {unknown[0]} is not in book {loaded.book.id}.")
-    options = backend_options(args)
+    if args.only_faces or faces_on_gpu(args.face_backend, args.gpu_face_backends):
+        # the face pages of a GPU backend are made by the step `faces`, on a GPU pod
+        faces = {n for n in pages if loaded.book.page(n).needs_face_swap}
+        pages = [n for n in pages if (n in faces) == args.only_faces]
+    options = backend_options(args) if any(
+        loaded.book.page(n).needs_face_swap for n in pages) else {}
     artifacts.record(store, args.job_id, make_backgrounds(store, args.job_id, loaded, pages,
-                                                          args.face_backend, options))
+                                                          args.face_backend, options,
+                                                          runner.report_progress))
 
 
 def main() -> None:
@@ -136,7 +146,13 @@ def main() -> None:
     p.add_argument("--comfyui-timeout", type=float,
                    default=settings().comfyui_timeout,
                    help="seconds ComfyUI may take for one page [env BOOKJOB_COMFYUI_TIMEOUT]")
-    runner.run("backgrounds", p.parse_args(), work)
+    p.add_argument("--only-faces", type=runner.boolean, default=False,
+                   help="only the pages that need a face (the GPU step `faces`)")
+    p.add_argument("--gpu-face-backends", default="",
+                   help="face backends whose face pages the step `faces` makes on a GPU; "
+                        "the other pages are made here")
+    args = p.parse_args()
+    runner.run("faces" if args.only_faces else "backgrounds", args, work)
 
 
 if __name__ == "__main__":

@@ -20,16 +20,75 @@ from steps.core.store import open_store
 FAILED = (Status.ANALYSIS_FAILED, Status.GENERATION_FAILED)
 
 
+def decode_failures(text: str) -> list[dict]:
+    """``{{workflow.failures}}`` as the controller passes it, as a list of node dicts.
+
+    The controller JSON-encodes the failed nodes and then ``strconv.Quote``s that text
+    (``workflow/controller/operator.go``: "so that the escaped quotes are not removed during
+    parameter substitution"), so the argument is a quoted string literal holding JSON; no
+    failures is ``"null"``. On v3.7+ an over-long argument may arrive as ``@<file>``, the file
+    holding it (``cmd/argoexec/commands/emissary.go``). Anything else gives an empty list."""
+    value = (text or "").strip()
+    if value.startswith("@"):
+        try:
+            with open(value[1:], encoding="utf-8") as f:
+                value = f.read().strip()
+        except OSError:
+            return []
+    for _ in range(3):  # unquote until a list appears (quoted once, or not at all)
+        if not isinstance(value, str):
+            break
+        try:
+            value = json.loads(_go_unquote(value))
+        except (json.JSONDecodeError, ValueError, RecursionError):
+            return []
+    if not isinstance(value, list):
+        return []
+    return [n for n in value if isinstance(n, dict)]
+
+
+_GO_ESCAPE = re.compile(r"\\(x[0-9a-fA-F]{2}|[av]|.)", re.S)
+
+
+def _go_unquote(text: str) -> str:
+    """Go's strconv.Quote escapes JSON lacks (\\a, \\v, \\xNN) made JSON-readable."""
+    if not text.startswith('"'):
+        return text
+
+    def fix(match: re.Match) -> str:
+        esc = match.group(1)
+        if esc[0] == "x" and len(esc) == 3:
+            return "\\u00" + esc[1:]
+        return {"a": "\\u0007", "v": "\\u000b"}.get(esc, match.group(0))
+    return _GO_ESCAPE.sub(fix, text)
+
+
+EXIT_CODE = re.compile(r"exit code (\d+)")
+
+
+# Messages of the nodes above a pod (Retry, DAG; ``operator.go`` processNodeRetries, dag.go):
+# they say that something below failed, not what.
+SUMMARIES = re.compile(r"^(No more retries left|retryStrategy\.expression evaluated to false|"
+                       r"child '.*' failed|Max duration limit exceeded|"
+                       r"Backoff would exceed max duration limit|"
+                       r"template has failed or errored children.*)$")
+
+
 def first_failure(failures: str) -> dict:
-    """The first failed step node of ``{{workflow.failures}}`` (a JSON list), or {}."""
-    try:
-        nodes = json.loads(failures or "[]")
-    except json.JSONDecodeError:
-        return {}
-    for node in nodes if isinstance(nodes, list) else []:
-        if isinstance(node, dict) and node.get("templateName"):
-            return node
-    return {}
+    """The node that explains the failure: a Pod node's (its message has an exit code), the
+    earliest to finish; else the earliest with a message of its own (an eviction, a deadline).
+    Nodes come in random order and include the DAG, Retry and workflow nodes above the pod, so
+    neither order nor type is relied on."""
+    nodes = [n for n in decode_failures(failures) if isinstance(n.get("templateName"), str)
+             and n.get("templateName")]
+
+    def rank(node: dict) -> tuple:
+        message = str(node.get("message") or "").strip()
+        kind = 0 if EXIT_CODE.search(message) else 1 if message and not SUMMARIES.match(message) \
+            else 2 if message else 3
+        return kind, str(node.get("finishedAt") or "9999")
+    ranked = sorted(nodes, key=rank)
+    return ranked[0] if ranked and rank(ranked[0])[0] < 3 else {}
 
 
 def work(args) -> None:
@@ -45,9 +104,9 @@ def work(args) -> None:
         print(f"on_exit: job already {record.status.value}: {record.error.message}", file=sys.stderr)
         return
     node = first_failure(args.failures)
-    step = node.get("templateName", "workflow").replace("-", "_")
-    detail = node.get("message") or f"the workflow ended {args.workflow_status}"
-    code = re.search(r"exit code (\d+)", detail)
+    step = str(node.get("templateName") or "workflow").replace("-", "_")
+    detail = str(node.get("message") or f"the workflow ended {args.workflow_status}").strip()
+    code = EXIT_CODE.search(detail)
     reason = f"exit_{code.group(1)}" if code else f"workflow_{args.workflow_status.lower()}"
     message = (f"Step {step} failed ({detail.rstrip('.')}); run the job again with the same "
                "job id to resume it.")

@@ -4,7 +4,7 @@ The job becomes ``prepay_generating`` or ``postpay_generating``. The chunks (one
 ``"1,2,3"``) are written as a JSON list to ``--out``, which the local engine reads and Argo
 fans out over (``withParam``). ``--pages-per-task 0`` means one chunk for the whole stage (a
 pod each on a cluster); ``auto`` means one chunk per core of this machine (the local engine
-runs chunks in parallel, up to the cores), but no chunk under :data:`AUTO_MIN_PAGES` pages:
+runs chunks in parallel, up to the cores; in a pod, its CPU limit), but no chunk under :data:`AUTO_MIN_PAGES` pages:
 each chunk pays for its own processes and browser (about 0.6 s of CPU here), which a chunk of
 one to three pages does not win back by running beside another (`make bench`).
 """
@@ -24,12 +24,41 @@ from steps.core.store import open_store
 
 GENERATING = {"prepay": Status.PREPAY_GENERATING, "postpay": Status.POSTPAY_GENERATING}
 AUTO_MIN_PAGES = 4
+CGROUP = Path("/sys/fs/cgroup")
+
+
+def usable_cpus(cgroup: Path = CGROUP) -> int:
+    """The CPUs this process may use: its affinity, capped by its cgroup's CPU limit (a pod's
+    ``limits.cpu`` is a CFS quota; the affinity alone counts the node's cores)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    quota = period = None
+    try:
+        fields = (cgroup / "cpu.max").read_text().split()  # cgroup v2: "<quota|max> <period>"
+        if fields and fields[0] != "max":
+            quota, period = int(fields[0]), int(fields[1])
+    except (OSError, ValueError, IndexError):
+        try:  # cgroup v1
+            quota = int((cgroup / "cpu" / "cpu.cfs_quota_us").read_text())
+            period = int((cgroup / "cpu" / "cpu.cfs_period_us").read_text())
+        except (OSError, ValueError):
+            pass
+    if quota and period and quota > 0:
+        cores = min(cores, max(1, -(-quota // period)))
+    return max(1, cores)
+
+
+def faces_on_gpu(face_backend: str, gpu_face_backends: str) -> bool:
+    """Whether the face pages of ``face_backend`` go to the GPU step ``faces``: the engine
+    names the backends that run on its GPU (the cluster with the ComfyUI sidecar: comfyui)."""
+    return face_backend in {b.strip() for b in gpu_face_backends.split(",") if b.strip()}
 
 
 def chunks(pages: list[int], pages_per_task: int | str) -> list[str]:
+    if not pages:
+        return []
     if pages_per_task == "auto":
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        count = max(1, min(cores or 1, len(pages) // AUTO_MIN_PAGES))
+        cores = usable_cpus()
+        count = max(1, min(cores, len(pages) // AUTO_MIN_PAGES))
         pages_per_task = -(-len(pages) // count)
     size = int(pages_per_task) if int(pages_per_task) > 0 else max(len(pages), 1)
     return [",".join(map(str, pages[i:i + size])) for i in range(0, len(pages), size)]
@@ -60,13 +89,19 @@ def work(args) -> None:
         record.generation_retry.randomize_seed = args.randomize_seed
 
     update_job(store, args.job_id, begin)
-    planned = json.dumps(chunks(book.stage_pages(args.stage), args.pages_per_task))
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(planned)
-    else:
+    pages = book.stage_pages(args.stage)
+    planned = json.dumps(chunks(pages, args.pages_per_task))
+    gpu = faces_on_gpu(args.face_backend, args.gpu_face_backends)
+    face_pages = [n for n in pages if gpu and book.page(n).needs_face_swap]
+    face_planned = json.dumps(chunks(face_pages, args.pages_per_task))
+    for out, text in ((args.out, planned), (args.face_out, face_planned)):
+        if out:
+            Path(out).parent.mkdir(parents=True, exist_ok=True)
+            Path(out).write_text(text)
+    if not args.out:
         print(planned)
-    print(f"plan: {args.stage} pages in chunks {planned}", file=sys.stderr)
+    print(f"plan: {args.stage} pages in chunks {planned}; face pages for the GPU {face_planned}",
+          file=sys.stderr)
 
 
 def main() -> None:
@@ -78,6 +113,11 @@ def main() -> None:
                         f"{AUTO_MIN_PAGES} pages each")
     p.add_argument("--randomize-seed", type=runner.boolean, default=False)
     p.add_argument("--out", help="file for the JSON list of chunks (default: stdout)")
+    p.add_argument("--face-out", default="", help="file for the JSON list of face-page chunks "
+                                                   "for the GPU step `faces`")
+    p.add_argument("--face-backend", default="")
+    p.add_argument("--gpu-face-backends", default="",
+                   help="face backends that run on the engine's GPU (comma-separated)")
     runner.run("plan", p.parse_args(), work)
 
 

@@ -89,7 +89,8 @@ def render_pages(store: Store, job_id: str, loaded: LoadedBook, pages: list[int]
     # Chromium only starts when a page has text to set.
     needed = any(t[2] for t in todo)
     with (TextRenderer(fonts, browser=browser) if needed else contextlib.nullcontext()) as renderer:
-        for num, background, blocks, inputs in todo:
+        for done, (num, background, blocks, inputs) in enumerate(todo):
+            runner.report_progress(len(pages) - len(todo) + done, len(pages))
             # OpenCV's BGR array: decoded and encoded without Pillow's repacking of whole pages
             page = decode_own_png(background)
             try:
@@ -106,6 +107,7 @@ def render_pages(store: Store, job_id: str, loaded: LoadedBook, pages: list[int]
         if renderer is not None and renderer.blocked_requests:
             print(f"render: blocked {len(renderer.blocked_requests)} request(s) that were not the "
                   f"book's: {', '.join(renderer.blocked_requests[:5])}", file=sys.stderr)
+    runner.report_progress(len(pages), len(pages))
     return made
 
 

@@ -45,6 +45,20 @@ def parse_pages(text: str) -> list[int]:
     return [int(n) for n in text.split(",") if n.strip()]
 
 
+def report_progress(done: int, total: int) -> None:
+    """Pages done / total of a chunk, where Argo looks: the last ``N/M`` line of
+    ``$ARGO_PROGRESS_FILE`` (the executor reads it every few seconds and the UI shows it,
+    ``workflow/executor/executor.go`` monitorProgress). Unset outside Argo: nothing to do."""
+    path = os.environ.get("ARGO_PROGRESS_FILE", "")
+    if not path or total <= 0:
+        return
+    try:
+        with open(path, "a") as f:
+            f.write(f"{done}/{total}\n")
+    except OSError:  # progress is a courtesy: it never fails a step
+        pass
+
+
 def run(step: str, args: argparse.Namespace, work: Callable[..., None],
         warm_up: Callable[[], Any] | None = None) -> None:
     """Run a step's work and exit with the code the engines understand.

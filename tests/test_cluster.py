@@ -137,6 +137,8 @@ def test_kubernetes_transport(s3_store, portrait, tmp_path):
         name = next(iter(k8s.workflows))
         logs = bookjob("logs", name, *k, env=env).stdout
         assert f"{name}-analyze-1: analyze: face found" in logs
+        # a pod that has not started (400 "is waiting to start") is said so, not an abort
+        assert f"{name}-render-2: (not started yet: no log)" in logs
         create_job(S3Store(s3_store), JobRecord(
             job_id="olena-1", book_uri="s3://books/forest-friends",
             photo_key="uploads/olena-1/photo.png", child_name="Олена", child_age=5,
@@ -145,3 +147,29 @@ def test_kubernetes_transport(s3_store, portrait, tmp_path):
                                     env=env).stdout)
         assert status["workflows"][0]["workflow"] == name
     assert k8s.problems == [], "posted Workflow does not match Argo's schema"
+
+
+def test_watch_shows_queue_backoff_and_progress():
+    """Node fields as the controller writes them (operator.go): a node queued for the GPU
+    semaphore is Pending with "Waiting for … lock" and synchronizationStatus.waiting
+    (markNodeWaitingForLock); a Retry node says "Backoff for …" between attempts
+    (processNodeRetries); a running pod has progress "N/M" (from ARGO_PROGRESS_FILE)."""
+    from pipeline.cluster import node_lines
+
+    lock = "books/ConfigMap/bookjob-gpu-semaphore/gpu-pods"
+    workflow = {"status": {"nodes": {
+        "a": {"id": "a", "displayName": "analyze", "type": "Retry", "phase": "Pending",
+              "startedAt": "2026-01-01T10:00:00Z", "synchronizationStatus": {"waiting": lock},
+              "message": f"Waiting for {lock} lock. Lock status: 0/1"},
+        "b": {"id": "b", "displayName": "backgrounds", "type": "Retry", "phase": "Running",
+              "startedAt": "2026-01-01T10:00:01Z", "message": "Backoff for 15 seconds"},
+        "c": {"id": "c", "displayName": "render(0)", "type": "Pod", "phase": "Running",
+              "startedAt": "2026-01-01T10:00:02Z", "progress": "2/5"},
+        "d": {"id": "d", "displayName": "render", "type": "Retry", "phase": "Running",
+              "startedAt": "2026-01-01T10:00:02Z"},
+        "e": {"id": "e", "displayName": "prepay", "type": "DAG", "phase": "Running",
+              "startedAt": "2026-01-01T09:00:00Z"}}}}
+    assert node_lines(workflow) == [
+        f"analyze: Queued — Waiting for {lock} lock. Lock status: 0/1",
+        "backgrounds: Running — Backoff for 15 seconds",
+        "render(0): Running 2/5"]

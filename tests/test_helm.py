@@ -49,12 +49,16 @@ VALUE_SETS: dict[str, dict] = {
                 "maxConcurrentPods": 4},
         "resources": {"gpu": {"requests": {"cpu": "8", "memory": "32Gi"},
                               "limits": {"memory": "48Gi", "nvidia.com/gpu": "1"}}},
-        "deadlines": {"steps": {"backgrounds": 7200}, "pendingAllowanceMinutes": 90}},
+        "deadlines": {"steps": {"faces": 7200}},
+        "backends": {"comfyui": {"sidecar": {"modelVolume": {
+            "persistentVolumeClaim": {"claimName": "comfyui-models", "readOnly": True}}}}}},
     "minio-secret": {
         "s3": {"endpoint": "minio.minio.svc:9000", "region": "us-east-1", "insecure": True,
                "existingSecret": "minio-creds", "accessKeyKey": "rootUser", "secretKeyKey": "rootPassword"},
         "artifactRepository": {"bucket": "argo-artifacts"},
-        "store": {"uri": "s3://books-data/prod"}},
+        "store": {"uri": "s3://books-data/prod"},
+        "rbac": {"submitters": {"subjects": [{"kind": "ServiceAccount", "name": "shop", "namespace": "shop"}]},
+                 "argoServer": {"serviceAccount": "argo-server", "namespace": "argo"}}},
     "cpu-backends-model-volume": {
         "fullnameOverride": "books",
         "backends": {"analyzer": {"name": "heuristic", "modelVolume": {
@@ -256,11 +260,48 @@ def test_role_is_least_privilege():
     assert not any(d["kind"] in {"ClusterRole", "ClusterRoleBinding", "Secret"} for d in objects("default"))
 
 
+SUBMITTER_RULES = [
+    {"apiGroups": ["argoproj.io"], "resources": ["workflows"], "verbs": ["create", "get", "list", "watch"]},
+    {"apiGroups": ["argoproj.io"], "resources": ["workflowtemplates"], "verbs": ["get"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]}]
+
+
+def test_submitter_role_and_argo_server_artifact_access():
+    """`bookjob submit/watch/logs` (and `argo submit --from`) need the submitter Role
+    (server/workflow/workflow_server.go; pods and pods/log for the Kubernetes log transport);
+    the Argo Server reads artifacts with the caller's client, so with auth mode `server` its
+    own ServiceAccount must read the S3 Secret (server/artifacts/artifact_server.go)."""
+    default = by_kind("default")
+    assert default[("Role", "bookjob-submitter")]["rules"] == SUBMITTER_RULES
+    assert ("RoleBinding", "bookjob-submitter") not in default          # no subjects given
+    assert ("Role", "bookjob-artifact-reader") not in default            # no Secret to read
+    minio = by_kind("minio-secret")
+    assert minio[("RoleBinding", "bookjob-submitter")]["subjects"] == [
+        {"kind": "ServiceAccount", "name": "shop", "namespace": "shop"}]
+    reader = minio[("Role", "bookjob-artifact-reader")]
+    assert reader["rules"] == [{"apiGroups": [""], "resources": ["secrets"],
+                                "resourceNames": ["minio-creds"], "verbs": ["get"]}]
+    binding = minio[("RoleBinding", "bookjob-artifact-reader")]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "argo-server", "namespace": "argo"}]
+
+
+def test_initless_pods_get_no_pod_spec_patch():
+    """Init-less pods (v4.1+, docs/initless-pod.md) have no init/wait container: a patch naming
+    them would add image-less containers and every pod would be rejected."""
+    assert "podSpecPatch" in workflow_template("default")["spec"]
+    helm = helm_sdk()
+    with helm.Chart.load(CHART) as chart:
+        text = chart.render({"executor": {"initlessPods": True}}, name=RELEASE, namespace=NAMESPACE)[
+            "bookjob/templates/workflowtemplate.yaml"]
+    assert "podSpecPatch" not in yaml.safe_load(text)["spec"]
+
+
 def test_custom_registry_and_tags():
     by_name = templates(workflow_template("custom-registry"))
     assert by_name["analyze"]["container"]["image"] == "registry.example.com/books/bookjob-gpu:1.2.3"
     assert by_name["render"]["container"]["image"] == "registry.example.com/books/bookjob-cpu:1.2.3"
-    sidecar = by_name["backgrounds"]["sidecars"][0]
+    sidecar = by_name["faces"]["sidecars"][0]
     assert sidecar["image"] == "registry.example.com/books/comfyui@sha256:" + "a" * 64
     pulls = {c["imagePullPolicy"] for t in by_name.values() for c in [t.get("container"), *t.get("sidecars", [])] if c}
     assert pulls == {"Always"}
@@ -271,7 +312,7 @@ def test_custom_registry_and_tags():
 def test_gpu_node_selector_tolerations_and_limits():
     template = workflow_template("gpu-pool")
     by_name = templates(template)
-    gpu_steps = {"analyze", "backgrounds"}
+    gpu_steps = {"analyze", "faces"}
     for name, t in by_name.items():
         if name in gpu_steps:
             assert t["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"}
@@ -281,10 +322,15 @@ def test_gpu_node_selector_tolerations_and_limits():
             assert "nodeSelector" not in t and "tolerations" not in t
     assert by_name["analyze"]["container"]["resources"]["requests"] == {"cpu": "8", "memory": "32Gi"}
     # with the ComfyUI sidecar the sidecar holds the GPU, the step itself runs with CPU resources
-    assert by_name["backgrounds"]["sidecars"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
-    assert "nvidia.com/gpu" not in by_name["backgrounds"]["container"]["resources"]["limits"]
-    assert by_name["backgrounds"]["activeDeadlineSeconds"] == 7200
-    assert by_name["backgrounds"]["timeout"] == f"{7200 // 60 + 90}m"
+    faces = by_name["faces"]
+    assert faces["sidecars"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert "nvidia.com/gpu" not in faces["container"]["resources"]["limits"]
+    assert faces["activeDeadlineSeconds"] == 7200 and "timeout" not in faces
+    # ComfyUI's models, read-only where the image's extra_model_paths.yaml looks
+    assert {"name": "comfyui-models", "mountPath": "/models/comfyui", "readOnly": True} in \
+        faces["sidecars"][0]["volumeMounts"]
+    assert {"name": "comfyui-models", "persistentVolumeClaim": {
+        "claimName": "comfyui-models", "readOnly": True}} in template["spec"]["volumes"]
     semaphore = by_kind("gpu-pool")[("ConfigMap", "bookjob-gpu-semaphore")]
     assert semaphore["data"] == {"gpu-pods": "4"}
 
@@ -327,9 +373,10 @@ def test_cpu_backends_model_volume_and_no_sidecar():
     assert {"name": "models", "persistentVolumeClaim": {"claimName": "qwen2-vl", "readOnly": True}} in spec["volumes"]
     assert {"name": "models", "mountPath": "/models", "readOnly": True} in by_name["analyze"]["container"]["volumeMounts"]
     assert all(m["name"] != "models" for m in by_name["render"]["container"]["volumeMounts"])
-    backgrounds = by_name["backgrounds"]
-    assert "sidecars" not in backgrounds
-    assert backgrounds["container"]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    faces, backgrounds = by_name["faces"], by_name["backgrounds"]
+    # ComfyUI by URL: no sidecar, no GPU pod for pages at all
+    assert "sidecars" not in faces and "nodeSelector" not in faces and "synchronization" not in faces
+    assert "nvidia.com/gpu" not in faces["container"]["resources"]["limits"]
     env = {e["name"]: e for e in backgrounds["container"]["env"]}
     assert env["BOOKJOB_COMFYUI_TIMEOUT"]["value"] == "900" and env["AWS_MAX_ATTEMPTS"]["value"] == "8"
     assert "BOOKJOB_COMFYUI_READY_TIMEOUT" not in env
@@ -385,7 +432,7 @@ def test_every_pod_meets_pod_security_restricted(name):
     """Each step template's pod, as Argo builds it (init + wait executor containers with the
     controller's defaults, main, sidecars, volumes, podSpecPatch), passes every restricted control."""
     pods = argo_pods(workflow_template(name))
-    assert set(pods) >= {"analyze", "plan", "backgrounds", "render", "assemble", "finalize", "on-exit"}
+    assert set(pods) >= {"analyze", "plan", "faces", "backgrounds", "render", "assemble", "finalize", "on-exit"}
     for template_name, pod in pods.items():
         assert restricted_violations(pod) == [], template_name
     assert not [d for d in objects(name) if d["kind"] in {"Pod", "Deployment", "Job", "DaemonSet",

@@ -193,13 +193,22 @@ class KubernetesDouble(_Double):
                                        "metadata": {}, "items": items})
         if pods and not pods.group(2):
             workflow = query.get("labelSelector", [""])[0].partition("=")[2]
-            names = sorted({pod for pod, _ in self.logs_of(workflow)}) if workflow in self.workflows else []
+            names = sorted({pod for pod, _ in self.logs_of(workflow)} | {f"{workflow}-render-2"}) \
+                if workflow in self.workflows else []
             return handler._send(200, {"apiVersion": "v1", "kind": "PodList", "metadata": {},
                                        "items": [{"metadata": {"name": n, "namespace": pods.group(1)}}
                                                  for n in names]})
         if pods:
             if query.get("container") != ["main"]:
                 return handler._send(400, {"kind": "Status", "code": 400, "message": "container?"})
+            if pods.group(2).endswith("-render-2"):
+                # a pod whose container has not started: the API server's answer (kubernetes
+                # issue #55958; kubectl: "Error from server (BadRequest): container … is waiting
+                # to start: ContainerCreating")
+                return handler._send(400, {
+                    "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                    "message": f'container "main" in pod "{pods.group(2)}" is waiting to start: '
+                               "ContainerCreating", "reason": "BadRequest", "code": 400})
             text = "\n".join(c for w in self.workflows for p, c in self.logs_of(w) if p == pods.group(2))
             return handler._send(200, (text + "\n").encode(), content_type="text/plain")
         return handler._send(404, {"kind": "Status", "code": 404, "message": f"no route {path}"})
