@@ -46,6 +46,10 @@ class Output(Strict):
     dpi: Annotated[int, Field(ge=72, le=1200)] = 300
 
     @model_validator(mode="after")
+    def checked(self) -> Output:
+        return self.not_too_many_pixels()
+
+    # The checks are plain methods that the validators call: mutmut does not mutate decorated ones.
     def not_too_many_pixels(self) -> Output:
         width, height = self.page_size_px
         if width * height > MAX_PAGE_PIXELS:
@@ -94,6 +98,9 @@ class FaceSlot(Strict):
     right_eye: Point
 
     @model_validator(mode="after")
+    def checked(self) -> FaceSlot:
+        return self.eyes_apart()
+
     def eyes_apart(self) -> FaceSlot:
         if self.right_eye[0] - self.left_eye[0] < 8:
             raise ValueError("right_eye must be at least 8 px to the right of left_eye")
@@ -110,6 +117,9 @@ class Page(Strict):
     text_layers: Annotated[list[TextLayer], Field(max_length=MAX_TEXT_LAYERS)] = []
 
     @model_validator(mode="after")
+    def checked(self) -> Page:
+        return self.slot_when_needed()
+
     def slot_when_needed(self) -> Page:
         if self.needs_face_swap and self.face is None:
             raise ValueError(f"page {self.num} has needs_face_swap but no face slot; add "
@@ -126,6 +136,9 @@ class Book(Strict):
     pages: Annotated[list[Page], Field(min_length=1, max_length=MAX_PAGES)]
 
     @model_validator(mode="after")
+    def checked(self) -> Book:
+        return self.consistent()
+
     def consistent(self) -> Book:
         nums = [p.num for p in self.pages]
         dupes = sorted({n for n in nums if nums.count(n) > 1})

@@ -195,6 +195,8 @@ def split_s3_uri(uri: str) -> tuple[str, str]:
 class S3Store(Store):
     """Keys are objects under ``s3://bucket/prefix/``. CAS with conditional writes (If-Match)."""
 
+    list_page_size = 1000   # keys per listing request; S3 answers at most 1,000
+
     def __init__(self, uri: str, client=None) -> None:
         self.bucket, self.prefix = split_s3_uri(uri)
         if not self.bucket:
@@ -237,7 +239,8 @@ class S3Store(Store):
         keys: list[str] = []
         token: dict[str, str] = {}
         while True:
-            page = self._call("list_objects_v2", Prefix=self.prefix + prefix, **token)
+            page = self._call("list_objects_v2", Prefix=self.prefix + prefix,
+                              MaxKeys=self.list_page_size, **token)
             keys += [o["Key"][len(self.prefix):] for o in page.get("Contents", [])]
             if not page.get("IsTruncated"):
                 return sorted(keys)
