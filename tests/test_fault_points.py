@@ -41,7 +41,7 @@ def test_unarmed_points_do_nothing(disarmed):
 def child(script: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     code = "from steps.core import faults\nfaults.arm('render')\n" + script
     return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                          timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT), **env})
+                          timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT), **env}, check=False)
 
 
 def test_the_nth_time_a_point_is_reached_the_step_dies():
@@ -75,7 +75,8 @@ def test_group_scope_kills_the_whole_process_group():
             os.kill(sleeper, 0)            # gone, or a zombie about to be reaped by init
         except ProcessLookupError:
             break
-        state = open(f"/proc/{sleeper}/stat").read().split(")")[-1].split()[0]
+        with open(f"/proc/{sleeper}/stat") as stat:
+            state = stat.read().split(")")[-1].split()[0]
         if state == "Z":
             break
         import time

@@ -6,7 +6,14 @@ from __future__ import annotations
 import pytest
 
 from steps.core.errors import InputError
-from steps.core.job import GENDERS, MAX_NAME, parse_age, validate_gender, validate_job_id, validate_name
+from steps.core.job import (
+    GENDERS,
+    MAX_NAME,
+    parse_age,
+    validate_gender,
+    validate_job_id,
+    validate_name,
+)
 
 
 def refused(check, value) -> InputError:

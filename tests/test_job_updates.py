@@ -9,8 +9,17 @@ import re
 import pytest
 
 from steps.core import faults, job
-from steps.core.job import (Artifact, JobError, JobNotFound, JobRecord, Status, create_job, job_exists,
-                            read_job, update_job)
+from steps.core.job import (
+    Artifact,
+    JobError,
+    JobNotFound,
+    JobRecord,
+    Status,
+    create_job,
+    job_exists,
+    read_job,
+    update_job,
+)
 from steps.core.store import LocalStore, job_key
 
 

@@ -246,13 +246,13 @@ def test_no_manifest_says_where_it_looked(tmp_path, where):
     (lambda d: d.update(title="t" * 201),
      "title: String should have at most 200 characters; shorten it"),
     (lambda d: d.update(title=""), "title: String should have at least 1 character; fill it in"),
-    (lambda d: d.update(pages=[]), "pages: List should have at least 1 item after validation, not 0; "
-                                   "add at least one"),
+    (lambda d: d.update(pages=[]), ("pages: List should have at least 1 item after validation, "
+                                    "not 0; add at least one")),
     (lambda d: d.update(pages=[{"num": n, "base": "pages/p2.png"} for n in range(1, 101)]),
      "pages: List should have at most 99 items after validation, not 100; use fewer"),
     (lambda d: d["output"].update(dpi="high"),
-     "output.dpi: Input should be a valid integer, unable to parse string as an integer; correct it "
-     "as the manifest format in the README describes"),
+     ("output.dpi: Input should be a valid integer, unable to parse string as an integer; correct "
+      "it as the manifest format in the README describes")),
 ])
 def test_schema_errors_say_where_and_what_to_do(book, change, message):
     assert changed(book, change) == f"book.yaml: {message}."

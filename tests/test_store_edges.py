@@ -9,8 +9,17 @@ import os
 import pytest
 
 from steps.core import faults
-from steps.core.store import (LocalStore, S3Store, analysis_key, book_key, job_key, log_key, open_store,
-                              pages_prefix, preview_key)
+from steps.core.store import (
+    LocalStore,
+    S3Store,
+    analysis_key,
+    book_key,
+    job_key,
+    log_key,
+    open_store,
+    pages_prefix,
+    preview_key,
+)
 
 
 @pytest.fixture(params=["local", "s3"])

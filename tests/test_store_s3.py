@@ -11,7 +11,14 @@ from __future__ import annotations
 import boto3
 import pytest
 
-from steps.core.store import S3Store, StoreError, _s3_client, content_type, open_store, split_s3_uri
+from steps.core.store import (
+    S3Store,
+    StoreError,
+    _s3_client,
+    content_type,
+    open_store,
+    split_s3_uri,
+)
 from tests.doubles.s3_proxy import S3Proxy
 
 
