@@ -38,7 +38,8 @@ def test_every_key_of_the_design():
     assert book_key("j1") == "layout/j1/book.pdf"
 
 
-def test_listing_by_a_partial_prefix_is_a_string_prefix(store):
+def test_listing_by_a_partial_prefix_is_a_string_prefix(store, tmp_path):
+    (tmp_path / "beside-the-store.txt").write_text("not a key")
     for key in ("layout/j/pages/page_01.png", "layout/j/pages/page_02_bg.png", "layout/j/pages/page_10.png",
                 "layout/j/preview.pdf", "layout/jk/pages/page_01.png", "jobs/j/job.json"):
         store.write(key, key.encode())

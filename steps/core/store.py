@@ -139,7 +139,7 @@ class LocalStore(Store):
         return self.path(key).is_file()
 
     def list(self, prefix: str) -> list[str]:
-        base = self.root / prefix if prefix.endswith("/") else (self.root / prefix).parent
+        base = self.root / prefix.rpartition("/")[0]   # the folder the prefix ends in
         if not base.is_dir():
             return []
         keys = (p.relative_to(self.root).as_posix() for p in base.rglob("*") if p.is_file())
