@@ -255,3 +255,11 @@ def test_artifacts_are_found_by_kind_and_page_and_kept_in_order():
     assert r.artifact("page_bg_png", 1).key == "page_bg_png-1"
     assert r.artifact("preview_pdf").key == "preview_pdf-None"
     assert r.artifact("page_png") is None and r.artifact("page_bg_png", 2) is None
+
+
+def test_a_refused_status_change_says_from_what_to_what():
+    from steps.core.job import InvalidTransition
+
+    with pytest.raises(InvalidTransition) as e:
+        new_record().move_to(Status.COMPLETED)
+    assert str(e.value) == "job j1 is analyzing; it cannot become completed"
