@@ -8,6 +8,7 @@ a text box, page 2 a text box."""
 from __future__ import annotations
 
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -352,7 +353,8 @@ def test_fetch_from_s3(bucket, tmp_path):
 
 
 class Files:
-    """A loopback HTTP server: ``/ok`` answers ``body``, ``/<code>`` answers that status."""
+    """A loopback HTTP server: ``/ok`` answers ``body``, ``/<code>`` answers that status,
+    ``/stall`` promises ten times ``body`` but sends it once and then nothing for 5 s."""
 
     def __init__(self, body: bytes):
         files = self
@@ -362,6 +364,14 @@ class Files:
                 pass
 
             def do_GET(self):
+                if self.path == "/stall":
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(10 * len(files.body)))
+                    self.end_headers()
+                    self.wfile.write(files.body)
+                    self.wfile.flush()
+                    time.sleep(5)
+                    return
                 code = 200 if self.path == "/ok" else int(self.path.strip("/"))
                 payload = files.body if code == 200 else b"no"
                 self.send_response(code)
@@ -379,27 +389,41 @@ class Files:
         self.server.server_close()
 
 
+LIMIT = 2 * 2**20
+
+
 @pytest.fixture
 def files(monkeypatch):
-    monkeypatch.setattr(manifest, "MAX_DOWNLOAD", 1024)
-    server = Files(b"x" * 1024)
+    monkeypatch.setattr(manifest, "MAX_DOWNLOAD", LIMIT)
+    monkeypatch.setattr(manifest, "DOWNLOAD_TIMEOUT_S", 1)
+    server = Files(b"x" * LIMIT)
     yield server
     server.close()
 
 
 def test_a_download_up_to_the_limit_is_read(files):
-    assert manifest._download(files.url + "/ok") == b"x" * 1024
+    assert manifest._download(files.url + "/ok") == b"x" * LIMIT
 
 
-def test_a_download_over_the_limit_is_refused(files):
-    files.body = b"x" * (1024 + 1)
+@pytest.mark.parametrize("path", ["/ok", "/stall"])
+def test_a_download_over_the_limit_is_refused_without_reading_on(files, path):
+    files.body = b"x" * (LIMIT + 1)
     with pytest.raises(InputError) as e:
-        manifest._download(files.url + "/ok")
-    assert e.value.reason == "image_too_large"
-    assert e.value.message == f"Book file {files.url}/ok is larger than 0 MiB; use a smaller file."
+        manifest._download(files.url + path)
+    assert e.value.reason == "image_too_large"   # /stall: read one byte past the limit, no further
+    assert e.value.message == f"Book file {files.url}{path} is larger than 2 MiB; use a smaller file."
 
 
-@pytest.mark.parametrize("code", [404, 403, 410])
+def test_a_stalled_download_times_out(files):
+    files.body = b"x" * 10
+    with pytest.raises(InputError) as e:
+        manifest._download(files.url + "/stall")
+    assert e.value.reason == "unreachable_file"
+    assert e.value.message == (f"Book file {files.url}/stall could not be fetched (timed out); check "
+                               "the address or host the file with the book.")
+
+
+@pytest.mark.parametrize("code", [404, 403, 410, 600])
 def test_a_download_refused_by_the_server_is_a_missing_file(files, code):
     with pytest.raises(InputError) as e:
         manifest._download(f"{files.url}/{code}")
@@ -424,6 +448,5 @@ def test_an_unreachable_address_is_its_own_reason(tmp_path):
     with pytest.raises(InputError) as e:
         fetch(url, LocalStore(tmp_path))                # https:// goes to the download
     assert e.value.reason == "unreachable_file"
-    assert e.value.message.startswith(f"Book file {url} could not be fetched (")
-    assert e.value.message.endswith("); check the address or host the file with the book.")
-    assert "Connection refused" in e.value.message
+    assert e.value.message == (f"Book file {url} could not be fetched ([Errno 111] Connection "
+                               "refused); check the address or host the file with the book.")

@@ -30,6 +30,7 @@ MAX_TEXT_LAYERS = 20
 MAX_PAGE_PIXELS = 50_000_000     # = steps.core.images.MAX_PIXELS: a page must decode like any image
 MAX_MANIFEST_BYTES = 1_000_000
 MAX_DOWNLOAD = 100 * 1024 * 1024
+DOWNLOAD_TIMEOUT_S = 30
 
 Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
 Color = Annotated[str, Field(pattern=r"^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6}|[0-9a-fA-F]{8})$")]
@@ -310,7 +311,7 @@ def fetch(ref: str, book_files: Store) -> bytes:
 
 def _download(url: str) -> bytes:
     try:
-        with urllib.request.urlopen(url, timeout=30) as response:
+        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
             data = response.read(MAX_DOWNLOAD + 1)
     except urllib.error.HTTPError as e:
         if 500 <= e.code < 600:
