@@ -342,9 +342,11 @@ def test_fetch_from_s3(bucket, tmp_path):
     s3 = boto3.client("s3")
     s3.put_object(Bucket=bucket, Key="top.png", Body=b"at the root")
     s3.put_object(Bucket=bucket, Key="deep/er/p.png", Body=b"deep")
+    s3.put_object(Bucket=bucket, Key="fonts/BOX", Body=b"a name ending in X")
     book_files = LocalStore(tmp_path)
     assert fetch(f"s3://{bucket}/top.png", book_files) == b"at the root"
     assert fetch(f"s3://{bucket}/deep/er/p.png", book_files) == b"deep"
+    assert fetch(f"s3://{bucket}/fonts/BOX", book_files) == b"a name ending in X"
     with pytest.raises(InputError) as e:
         fetch(f"s3://{bucket}/deep/none.png", book_files)
     assert e.value.reason == "missing_file"
