@@ -69,16 +69,22 @@ def test_keys_are_relative_to_the_prefix(bucket, prefix):
     assert store.list("") == (["elsewhere/x.png"] if not prefix else []) + ["layout/j/pages/page_01.png"]
 
 
-def test_listings_are_paged_to_the_end(bucket):
+def test_listings_are_paged_to_the_end(proxy, bucket):
     store = S3Store(f"s3://{bucket}/p")
     keys = [f"layout/j/pages/page_{n:02d}.png" for n in range(1, 8)]
     for key in reversed(keys):
         store.write(key, b"x")
     store.write("layout/k/pages/page_01.png", b"other job")
+
+    def listings():
+        return proxy.count("forward", lambda method, path: "list-type=2" in path)
+
     store.list_page_size = 2                 # 7 keys: four pages, three continuation tokens
     assert store.list("layout/j/") == keys
+    assert listings() == 4
     store.list_page_size = 7                 # exactly one full page
     assert store.list("layout/j/") == keys
+    assert listings() == 4 + 1
 
 
 def test_objects_carry_their_content_type(bucket):
