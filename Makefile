@@ -11,9 +11,11 @@ CHECKOV := checkov==3.3.30
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 REGISTRY ?= ghcr.io/bookjob
 MODEL ?=
+# make mutation MODULES="job store": only those domain-core modules (default: all)
+MODULES ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup system-deps demo test test-fast lint templates chart helm-lint images bench clean
+.PHONY: help setup system-deps demo test test-fast lint mutation templates chart helm-lint images bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -49,8 +51,11 @@ lint: setup ## ruff (pyflakes, pycodestyle, isort, pydocstyle, bugbear, pyupgrad
 test-fast: setup ## Run the tests without the end-to-end pipeline runs
 	$(PY) -m pytest -n 2 -m "not slow"
 
+mutation: setup ## Mutation-test the domain core (mutmut, fast tests): a score per module, the survivors
+	$(PY) scripts/mutation.py $(MODULES)
+
 clean: ## Remove the venv, caches and the local store
-	rm -rf $(VENV) bookjob-store .pytest_cache build *.egg-info
+	rm -rf $(VENV) bookjob-store .pytest_cache build *.egg-info mutants
 
 templates: setup ## Compile the pipeline into argo-templates/ (Hera) and the chart's template
 	$(VENV)/bin/bookjob templates

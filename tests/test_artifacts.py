@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from steps.core import artifacts, faults
+from steps.core import artifacts
 from steps.core.job import JobRecord, create_job, read_job
 from steps.core.manifest import Output
 from steps.core.store import LocalStore
@@ -60,16 +60,3 @@ def test_anything_else_is_made_again(job, capsys, spoil):
         page = 2
     assert artifacts.reuse(job, read_job(job, "j"), "page_png", page, inputs) is None
     assert capsys.readouterr().err == ""
-
-
-def test_fault_points_fire_only_in_the_named_step(monkeypatch):
-    """(Were it armed here, this test process would die: the crash tests show it does.)"""
-    monkeypatch.setattr(faults, "_step", None)
-    monkeypatch.setattr(faults, "_target", None)
-    monkeypatch.setenv("BOOKJOB_KILL", "render:put:1")
-    faults.arm("assemble")
-    faults.point("put")
-    assert faults._target is None
-    faults.arm("render")
-    assert faults._target == ("render", "put", 1)
-    monkeypatch.setattr(faults, "_target", None)  # disarmed before anyone reaches "put"

@@ -26,6 +26,7 @@ def test_happy_flow_and_history():
     assert [c.status.value for c in r.status_history] == [
         "analyzing_completed", "prepay_generating", "prepay_ready", "postpay_generating", "completed"]
     assert r.reached(Status.PREPAY_READY)
+    assert not r.reached(Status.ANALYSIS_FAILED) and not r.reached(Status.GENERATION_FAILED)
 
 
 @pytest.mark.parametrize("path", [
@@ -79,8 +80,9 @@ def test_good_names(name):
 
 @pytest.mark.parametrize("age", ["-1", "18", "five", "4.5"])
 def test_bad_ages(age):
-    with pytest.raises(InputError):
+    with pytest.raises(InputError) as e:
         parse_age(age)
+    assert e.value.reason == "bad_age"
 
 
 def test_mark_failed_chooses_the_status(tmp_path):

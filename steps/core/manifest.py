@@ -30,6 +30,7 @@ MAX_TEXT_LAYERS = 20
 MAX_PAGE_PIXELS = 50_000_000     # = steps.core.images.MAX_PIXELS: a page must decode like any image
 MAX_MANIFEST_BYTES = 1_000_000
 MAX_DOWNLOAD = 100 * 1024 * 1024
+DOWNLOAD_TIMEOUT_S = 30
 
 Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
 Color = Annotated[str, Field(pattern=r"^#(?:[0-9a-fA-F]{3}|[0-9a-fA-F]{6}|[0-9a-fA-F]{8})$")]
@@ -46,6 +47,10 @@ class Output(Strict):
     dpi: Annotated[int, Field(ge=72, le=1200)] = 300
 
     @model_validator(mode="after")
+    def checked(self) -> Output:
+        return self.not_too_many_pixels()
+
+    # The checks are plain methods that the validators call: mutmut does not mutate decorated ones.
     def not_too_many_pixels(self) -> Output:
         width, height = self.page_size_px
         if width * height > MAX_PAGE_PIXELS:
@@ -94,6 +99,9 @@ class FaceSlot(Strict):
     right_eye: Point
 
     @model_validator(mode="after")
+    def checked(self) -> FaceSlot:
+        return self.eyes_apart()
+
     def eyes_apart(self) -> FaceSlot:
         if self.right_eye[0] - self.left_eye[0] < 8:
             raise ValueError("right_eye must be at least 8 px to the right of left_eye")
@@ -110,6 +118,9 @@ class Page(Strict):
     text_layers: Annotated[list[TextLayer], Field(max_length=MAX_TEXT_LAYERS)] = []
 
     @model_validator(mode="after")
+    def checked(self) -> Page:
+        return self.slot_when_needed()
+
     def slot_when_needed(self) -> Page:
         if self.needs_face_swap and self.face is None:
             raise ValueError(f"page {self.num} has needs_face_swap but no face slot; add "
@@ -126,6 +137,9 @@ class Book(Strict):
     pages: Annotated[list[Page], Field(min_length=1, max_length=MAX_PAGES)]
 
     @model_validator(mode="after")
+    def checked(self) -> Book:
+        return self.consistent()
+
     def consistent(self) -> Book:
         nums = [p.num for p in self.pages]
         dupes = sorted({n for n in nums if nums.count(n) > 1})
@@ -297,7 +311,7 @@ def fetch(ref: str, book_files: Store) -> bytes:
 
 def _download(url: str) -> bytes:
     try:
-        with urllib.request.urlopen(url, timeout=30) as response:
+        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
             data = response.read(MAX_DOWNLOAD + 1)
     except urllib.error.HTTPError as e:
         if 500 <= e.code < 600:

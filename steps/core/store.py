@@ -139,7 +139,7 @@ class LocalStore(Store):
         return self.path(key).is_file()
 
     def list(self, prefix: str) -> list[str]:
-        base = self.root / prefix if prefix.endswith("/") else (self.root / prefix).parent
+        base = self.root / prefix.rpartition("/")[0]   # the folder the prefix ends in
         if not base.is_dir():
             return []
         keys = (p.relative_to(self.root).as_posix() for p in base.rglob("*") if p.is_file())
@@ -195,6 +195,8 @@ def split_s3_uri(uri: str) -> tuple[str, str]:
 class S3Store(Store):
     """Keys are objects under ``s3://bucket/prefix/``. CAS with conditional writes (If-Match)."""
 
+    list_page_size = 1000   # keys per listing request; S3 answers at most 1,000
+
     def __init__(self, uri: str, client=None) -> None:
         self.bucket, self.prefix = split_s3_uri(uri)
         if not self.bucket:
@@ -237,7 +239,8 @@ class S3Store(Store):
         keys: list[str] = []
         token: dict[str, str] = {}
         while True:
-            page = self._call("list_objects_v2", Prefix=self.prefix + prefix, **token)
+            page = self._call("list_objects_v2", Prefix=self.prefix + prefix,
+                              MaxKeys=self.list_page_size, **token)
             keys += [o["Key"][len(self.prefix):] for o in page.get("Contents", [])]
             if not page.get("IsTruncated"):
                 return sorted(keys)

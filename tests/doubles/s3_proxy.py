@@ -27,6 +27,7 @@ class Rule:
     times: float         # how many requests it hits (float("inf"): all)
     match: Match
     stall_s: float = 0.0
+    code: str | None = None  # an error answer's <Code>: None, the usual one; "": no body at all
 
 
 class S3Proxy:
@@ -46,9 +47,9 @@ class S3Proxy:
     # -- control --------------------------------------------------------------------------
 
     def fault(self, action: str, times: float = 1, match: Match = lambda m, p: True,
-              stall_s: float = 0.0) -> None:
+              stall_s: float = 0.0, code: str | None = None) -> None:
         with self.lock:
-            self.rules.append(Rule(action, times, match, stall_s))
+            self.rules.append(Rule(action, times, match, stall_s, code))
 
     def clear(self) -> None:
         with self.lock:
@@ -138,9 +139,12 @@ class _Handler(BaseHTTPRequestHandler):
             return self._hang_up()
         if action.isdigit():
             proxy._note(method, path, action)
-            payload = (f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>'
-                       f'{"SlowDown" if action == "503" else "InternalError"}</Code>'
+            code = rule.code if rule.code is not None else (
+                "SlowDown" if action == "503" else "InternalError")
+            payload = (f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code>'
                        f"<Message>injected by the test proxy</Message></Error>").encode()
+            if not code:
+                payload = b""
             self.send_response(int(action))
             self.send_header("Content-Type", "application/xml")
             self.send_header("Content-Length", str(len(payload)))

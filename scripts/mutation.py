@@ -1,0 +1,151 @@
+"""Mutation testing of the domain core: mutmut 3, one module at a time, a score per module.
+
+    python scripts/mutation.py [--jobs N] [--diff] [--keep] [module ...]
+
+Modules are named as in the table below (``job``, ``store``, ...); none named: all of them.
+mutmut's settings (which files it mutates, which tests it runs) are in pyproject.toml
+under ``[tool.mutmut]``. The run starts from a clean ``mutants/`` unless ``--keep``.
+
+Score = (killed + timed out) / (all mutants - skipped), as mutmut's own badge counts it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MODULES = {
+    "job": "steps/core/job.py",
+    "manifest": "steps/core/manifest.py",
+    "store": "steps/core/store.py",
+    "artifacts": "steps/core/artifacts.py",
+    "analysis": "steps/core/analysis.py",
+    "on_exit": "steps/on_exit.py",
+}
+KILLED = {1, 3}            # a test failed (3: pytest's internal error, also a kill)
+TIMEOUT = {36, 24, -24, 152, 255}
+NO_TESTS = {5, 33}
+SKIPPED = {34}
+
+
+def dotted(path: str) -> str:
+    return path.removesuffix(".py").replace("/", ".")
+
+
+def run_module(path: str, jobs: int, env: dict[str, str]) -> int:
+    mutmut = Path(sys.executable).with_name("mutmut")
+    command = ["nice", "-n", "10", str(mutmut), "run", "--max-children", str(jobs),
+               f"{dotted(path)}.*"]
+    print(f"$ {' '.join(command)}", flush=True)
+    done = subprocess.run(command, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, check=False)
+    log = ROOT / "mutants" / f"{Path(path).stem}.log"
+    log.write_text(done.stdout)
+    if done.returncode != 0:
+        print(done.stdout[-4000:])
+        print(f"mutmut failed for {path} (exit {done.returncode}); its output: {log}")
+    return done.returncode
+
+
+def tally(path: str) -> tuple[dict[str, int], list[str]]:
+    meta = ROOT / "mutants" / f"{path}.meta"
+    if not meta.exists():
+        return {}, []
+    codes: dict[str, int | None] = json.loads(meta.read_text())["exit_code_by_key"]
+    counts = {"mutants": 0, "killed": 0, "timeout": 0, "survived": 0, "no tests": 0,
+              "skipped": 0, "other": 0}
+    survivors = []
+    for name, code in sorted(codes.items()):
+        counts["mutants"] += 1
+        if code in KILLED:
+            counts["killed"] += 1
+        elif code in TIMEOUT:
+            counts["timeout"] += 1
+        elif code == 0:
+            counts["survived"] += 1
+            survivors.append(name)
+        elif code in NO_TESTS:
+            counts["no tests"] += 1
+            survivors.append(name + "  (no test reaches it)")
+        elif code in SKIPPED:
+            counts["skipped"] += 1
+        else:
+            counts["other"] += 1
+            survivors.append(f"{name}  (exit {code}: not checked or suspicious)")
+    return counts, survivors
+
+
+def score(counts: dict[str, int]) -> str:
+    tested = counts["mutants"] - counts["skipped"]
+    if not tested:
+        return "-"
+    return f"{100 * (counts['killed'] + counts['timeout']) / tested:.1f}%"
+
+
+def show(name: str, env: dict[str, str]) -> str:
+    mutmut = Path(sys.executable).with_name("mutmut")
+    done = subprocess.run([str(mutmut), "show", name.split()[0]], cwd=ROOT, env=env,
+                          capture_output=True, text=True, check=False)
+    return done.stdout
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("modules", nargs="*", metavar="module",
+                        help=f"one of {', '.join(MODULES)} (default: all)")
+    parser.add_argument("--jobs", type=int, default=2, help="mutants tested at once (default 2)")
+    parser.add_argument("--diff", action="store_true", help="print each surviving mutant's diff")
+    parser.add_argument("--keep", action="store_true", help="reuse mutants/ (default: start clean)")
+    args = parser.parse_args()
+    chosen = args.modules or list(MODULES)
+    unknown = [m for m in chosen if m not in MODULES]
+    if unknown:
+        parser.error(f"unknown module {unknown[0]!r}; choose from {', '.join(MODULES)}")
+
+    # mutmut puts mutants/ first on sys.path and takes the repository root off it; a
+    # PYTHONPATH naming this tree would only confuse the subprocesses the tests start.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    if not args.keep:
+        shutil.rmtree(ROOT / "mutants", ignore_errors=True)
+
+    failed = []
+    rows = []
+    for module in chosen:
+        path = MODULES[module]
+        if not (ROOT / path).exists():
+            print(f"{path}: not in this tree, left out")
+            continue
+        if run_module(path, args.jobs, env) != 0:
+            failed.append(module)
+        counts, survivors = tally(path)
+        rows.append((path, counts, survivors))
+
+    print()
+    print("| module | mutants | killed | timeout | survived | no test | score |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for path, counts, _ in rows:
+        if counts:
+            print(f"| {path} | {counts['mutants']} | {counts['killed']} | {counts['timeout']} | "
+                  f"{counts['survived']} | {counts['no tests']} | {score(counts)} |")
+        else:
+            print(f"| {path} | - | - | - | - | - | no result |")
+    for path, _, survivors in rows:
+        if survivors:
+            print(f"\n{path}: {len(survivors)} not killed")
+            for name in survivors:
+                print(f"  {name}")
+                if args.diff:
+                    print("    " + show(name, env).replace("\n", "\n    "))
+    if failed:
+        print(f"\nmutmut failed for: {', '.join(failed)} (logs in mutants/*.log)")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""The stores at their edges: every key the design names, listings (partial prefixes, other jobs,
+hidden files), compare-and-swap from each side, and the local store's temporary files."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import pytest
+
+from steps.core import faults
+from steps.core.store import (
+    LocalStore,
+    S3Store,
+    analysis_key,
+    book_key,
+    job_key,
+    log_key,
+    open_store,
+    pages_prefix,
+    preview_key,
+)
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request, tmp_path):
+    if request.param == "local":
+        return LocalStore(tmp_path / "store")
+    return S3Store(f"s3://{request.getfixturevalue('bucket')}/some/prefix")
+
+
+def test_every_key_of_the_design():
+    assert job_key("j1") == "jobs/j1/job.json"
+    assert analysis_key("j1") == "jobs/j1/analysis.json"
+    assert log_key("j1", "render-0") == "jobs/j1/logs/render-0.log"
+    assert pages_prefix("j1") == "layout/j1/pages/"
+    assert preview_key("j1") == "layout/j1/preview.pdf"
+    assert book_key("j1") == "layout/j1/book.pdf"
+
+
+def test_listing_by_a_partial_prefix_is_a_string_prefix(store, tmp_path):
+    (tmp_path / "beside-the-store.txt").write_text("not a key")
+    for key in ("layout/j/pages/page_01.png", "layout/j/pages/page_02_bg.png", "layout/j/pages/page_10.png",
+                "layout/j/preview.pdf", "layout/jk/pages/page_01.png", "jobs/j/job.json"):
+        store.write(key, key.encode())
+    assert store.list("layout/j/pages/page_0") == ["layout/j/pages/page_01.png",
+                                                   "layout/j/pages/page_02_bg.png"]
+    assert store.list("layout/j/") == ["layout/j/pages/page_01.png", "layout/j/pages/page_02_bg.png",
+                                       "layout/j/pages/page_10.png", "layout/j/preview.pdf"]
+    assert store.list("layout/j") == store.list("layout/j/") + ["layout/jk/pages/page_01.png"]
+    assert store.list("layout/x/") == [] and store.list("nothing/at/all/") == []
+    assert store.list("") == sorted(store.list("layout/") + ["jobs/j/job.json"])
+
+
+def test_a_folder_is_not_an_object(store):
+    store.write("a/b/c.png", b"c")
+    assert store.exists("a/b/c.png") and not store.exists("a/b")
+
+
+@pytest.mark.parametrize("version", [None, "an old version"])
+def test_compare_and_swap_on_an_absent_object(store, version):
+    assert store.read_versioned("jobs/j/job.json") is None
+    assert store.write_if("jobs/j/job.json", b"v1", version) is (version is None)
+    assert store.read_versioned("jobs/j/job.json") == ((b"v1", store.read_versioned("jobs/j/job.json")[1])
+                                                       if version is None else None)
+
+
+def test_versions_follow_the_content(store):
+    store.write("jobs/j/job.json", b"one")
+    _, first = store.read_versioned("jobs/j/job.json")
+    store.write("jobs/j/job.json", b"two")
+    data, second = store.read_versioned("jobs/j/job.json")
+    assert data == b"two" and first != second
+    assert not store.write_if("jobs/j/job.json", b"three", first)
+    assert store.write_if("jobs/j/job.json", b"three", second)
+    assert store.read_text("jobs/j/job.json") == "three"
+
+
+def test_text_is_utf8(store):
+    store.write("jobs/j/note.txt", "Олена 🌲".encode())
+    assert store.read_text("jobs/j/note.txt") == "Олена 🌲"
+
+
+# ---- the local folder --------------------------------------------------------------------
+
+def test_the_local_version_is_the_sha256_of_the_bytes(tmp_path):
+    store = LocalStore(tmp_path)
+    store.write("k/a.json", b"{}")
+    assert store.read_versioned("k/a.json") == (b"{}", hashlib.sha256(b"{}").hexdigest())
+
+
+def test_local_listings_hide_dot_files(tmp_path):
+    store = LocalStore(tmp_path)
+    store.write_if("jobs/j/job.json", b"v1", None)          # leaves .job.json.lock beside it
+    (tmp_path / "jobs/j/.job.json.abc.tmp").write_bytes(b"half")
+    (tmp_path / "jobs/j/.hidden").mkdir()
+    (tmp_path / "jobs/j/.hidden/x.txt").write_bytes(b"in a hidden folder")
+    assert (tmp_path / "jobs/j/.job.json.lock").exists()
+    assert store.list("jobs/j/") == ["jobs/j/.hidden/x.txt", "jobs/j/job.json"]
+    assert store.list("jobs/j/.") == ["jobs/j/.hidden/x.txt"]
+
+
+def test_the_local_store_is_its_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    store = open_store("relative/store")
+    assert isinstance(store, LocalStore)
+    assert store.root == tmp_path / "relative" / "store" and store.uri == str(store.root)
+    assert store.path("a/b.png") == tmp_path / "relative/store/a/b.png"
+    store.write("a/b.png", b"x")
+    assert (tmp_path / "relative/store/a/b.png").read_bytes() == b"x"
+    assert isinstance(open_store(tmp_path), LocalStore)
+
+
+def test_the_temporary_file_is_complete_and_beside_the_target(tmp_path, monkeypatch):
+    store = LocalStore(tmp_path)
+    store.write("a/b.png", b"old")
+    seen = []
+
+    def at_point(name):
+        names = sorted(p.name for p in (tmp_path / "a").iterdir())
+        temporary = [n for n in names if n != "b.png"]
+        seen.append((name, temporary, (tmp_path / "a" / temporary[0]).read_bytes(),
+                     (tmp_path / "a/b.png").read_bytes()))
+
+    monkeypatch.setattr(faults, "point", at_point)
+    store.write("a/b.png", b"new bytes")
+    [(name, temporary, content, target)] = seen
+    assert name == "write"
+    assert len(temporary) == 1 and temporary[0].startswith(".b.png.") and temporary[0].endswith(".tmp")
+    assert content == b"new bytes" and target == b"old"    # complete, not yet in place
+    assert os.listdir(tmp_path / "a") == ["b.png"]
+    assert store.read("a/b.png") == b"new bytes"
+
+
+@pytest.mark.parametrize("existing", [True, False])
+def test_a_failed_write_leaves_the_old_object_and_no_temporary_file(tmp_path, monkeypatch, existing):
+    store = LocalStore(tmp_path)
+    if existing:
+        store.write("a/b.png", b"old")
+    else:
+        (tmp_path / "a").mkdir()
+
+    def fail(name):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(faults, "point", fail)
+    with pytest.raises(OSError, match="disk full"):
+        store.write("a/b.png", b"new")
+    assert os.listdir(tmp_path / "a") == (["b.png"] if existing else [])
+    if existing:
+        assert store.read("a/b.png") == b"old"
+
+
+def test_the_compare_and_swap_lock_sits_beside_the_record(tmp_path):
+    store = LocalStore(tmp_path)
+    assert store.write_if("jobs/j/job.json", b"v1", None)
+    assert sorted(os.listdir(tmp_path / "jobs/j")) == [".job.json.lock", "job.json"]
+
+
+@pytest.mark.parametrize("key", ["../etc/passwd", "/abs", "a/../../b", "", "..", "a/.."])
+def test_unsafe_keys_are_refused_everywhere(tmp_path, key):
+    store = LocalStore(tmp_path / "store")
+    for use in (store.read, store.exists, lambda k: store.write(k, b"x"),
+                lambda k: store.write_if(k, b"x", None), store.read_versioned):
+        with pytest.raises(ValueError, match="unsafe store key"):
+            use(key)
+    assert not (tmp_path / "store").exists() or not any((tmp_path / "store").iterdir())
