@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.launch import Started, launcher
-from pipeline.spec import ON_EXIT, PASSES, Step, steps_for
+from pipeline.spec import ON_EXIT, PARAMETERS, PASSES, Step, steps_for
 from steps.core.job import JobNotFound, JobRecord, Status, read_job
 from steps.core.store import S3Store, Store, StoreError, log_key
 from steps.protocol import EXIT_INPUT, GO_FILE, last_error, say, unchanged_lines, work_seconds
@@ -96,7 +96,7 @@ class LocalEngine:
         return self.runs
 
     def _run_pass(self, pass_stage: str, scratch: Path) -> None:
-        values = {**self.params, "pass_stage": pass_stage, "export_dir": "",
+        values = {**PARAMETERS, **self.params, "pass_stage": pass_stage, "export_dir": "",
                   "chunks_file": str(scratch / f"{pass_stage}-chunks.json")}
         ordered = steps_for(pass_stage)
         chain = [s for s in ordered if s.per_chunk]

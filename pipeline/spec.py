@@ -27,6 +27,8 @@ PARAMETERS: dict[str, str] = {
     "child_name": "",
     "child_age": "",
     "child_gender": "unspecified",
+    "language": "",              # "" = the book's first language
+    "dedication": "",
     "randomize_seed": "false",
     "pages_per_task": "0",
     "analyzer": _DEFAULTS["analyzer"].default,
@@ -78,7 +80,8 @@ PAGES = "layout/{job_id}/pages/"
 PIPELINE: tuple[Step, ...] = (
     Step("analyze", "gpu", COMMON + (
         "--photo-key", "{photo_key}", "--name", "{child_name}", "--age", "{child_age}",
-        "--gender", "{child_gender}", "--analyzer", "{analyzer}",
+        "--gender", "{child_gender}", "--language", "{language}",
+        "--dedication", "{dedication}", "--analyzer", "{analyzer}",
         "--analyzer-model", "{analyzer_model}"),
         passes=("prepay",), retries=3,
         reads=("{photo_key}", "book.yaml"),
