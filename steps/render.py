@@ -20,7 +20,7 @@ from steps.core import artifacts
 from steps.core.errors import InputError
 from steps.core.images import decode_own_png, encode_png
 from steps.core.job import JobRecord, read_job
-from steps.core.manifest import Book, LoadedBook, Page, load_book
+from steps.core.manifest import Book, LoadedBook, Page, TextLayer, load_book
 from steps.core.messages import Child, fill
 from steps.core.store import Store, open_store, page_bg_key, page_key
 
@@ -33,20 +33,20 @@ def child_values(record: JobRecord) -> Child:
 def blocks_for(book: Book, page: Page, child: Child, language: str) -> list:
     """The page's text blocks, messages filled in the job's language; a layer whose message
     is empty once filled (``{dedication}`` without one) draws nothing."""
+    texts = [(layer, fill(layer.message(language), language, child)) for layer in page.text_layers]
+    return [block_for(book, layer, text) for layer, text in texts if text.strip()]
+
+
+def block_for(book: Book, layer: TextLayer, text: str):
+    """A layer's typography with its final text: the typesetter's TextBlock."""
     from steps.backends.typesetter import TextBlock
 
-    blocks = []
-    for layer in page.text_layers:
-        text = fill(layer.message(language), language, child)
-        if not text.strip():
-            continue
-        blocks.append(TextBlock(
-            text=text, box=tuple(layer.box), font_family=layer.style.font_family,
-            font_size_px=layer.style.font_size_px, color=layer.style.color,
-            align=layer.style.align, valign=layer.style.valign,
-            line_height=layer.style.line_height, font_weight=layer.style.font_weight,
-            font_style=layer.style.font_style, fallback_families=tuple(book.font_chain(layer)[1:])))
-    return blocks
+    return TextBlock(text=text, box=tuple(layer.box), font_family=layer.style.font_family,
+                     font_size_px=layer.style.font_size_px, color=layer.style.color,
+                     align=layer.style.align, valign=layer.style.valign,
+                     line_height=layer.style.line_height, font_weight=layer.style.font_weight,
+                     font_style=layer.style.font_style,
+                     fallback_families=tuple(book.font_chain(layer)[1:]))
 
 
 def book_fonts(loaded: LoadedBook) -> list:

@@ -91,7 +91,7 @@ def letters_of(language: str) -> str:
     from icu import LocaleData, ULocaleDataExemplarSetType
 
     letters = LocaleData(language).getExemplarSet(0, ULocaleDataExemplarSetType.ES_STANDARD)
-    return "".join(c for c in letters if len(c) == 1 and c.isalpha())
+    return "".join(c for c in letters if len(c) == 1 and unicodedata.category(c) == "Ll")
 
 
 def _describe(error, pattern: str) -> str:
@@ -212,3 +212,8 @@ def validate_dedication(text: str | None) -> str:
         raise InputError("bad_dedication", f"The dedication is {len(text)} characters long; "
                                            f"shorten it to at most {MAX_DEDICATION}.")
     return text
+
+
+def variables(pattern: str) -> frozenset[str]:
+    """The variables a (valid) message uses."""
+    return frozenset(name for name, _, _ in _arguments(pattern))
