@@ -81,7 +81,8 @@ PIPELINE: tuple[Step, ...] = (
     Step("analyze", "gpu", COMMON + (
         "--photo-key", "{photo_key}", "--name", "{child_name}", "--age", "{child_age}",
         "--gender", "{child_gender}", "--language", "{language}",
-        "--dedication", "{dedication}", "--analyzer", "{analyzer}",
+        "--dedication={dedication}",  # one argument: free text may start with '-'
+        "--analyzer", "{analyzer}",
         "--analyzer-model", "{analyzer_model}"),
         passes=("prepay",), retries=3,
         reads=("{photo_key}", "book.yaml"),

@@ -125,14 +125,16 @@ class Proof:
         self.problems += [f"{where}: {problem}" for where, problem in bad]
         self.broken = {where for where, _ in bad}
 
+    def valid(self, num: int, i: int, language: str) -> bool:
+        where = f"page {num}, text layer {i}"
+        return where not in self.broken and f"{where} ({language})" not in self.broken
+
     def layers(self):
         """(page, layer number, layer, language, message, variables) of every valid message."""
         for page in self.book.pages:
             for i, layer in enumerate(page.text_layers, 1):
-                if f"page {page.num}, text layer {i}" in self.broken:
-                    continue
                 for language in self.book.languages:
-                    if f"page {page.num}, text layer {i} ({language})" in self.broken:
+                    if not self.valid(page.num, i, language):
                         continue
                     message = layer.message(language)
                     yield page, i, layer, language, message, messages.variables(message)
@@ -209,7 +211,7 @@ class Proof:
         """One PDF page per chosen case: every book page as a thumbnail with its text."""
         from PIL import Image, ImageDraw, ImageFont
 
-        from steps.render import blocks_for
+        from steps.render import block_for
 
         width, height = self.book.output.page_size_px
         scale = THUMB / max(width, height)
@@ -229,7 +231,11 @@ class Proof:
             draw.text((20, 20), f"{self.book.id}: {label}", fill="black", font=font)
             for k, page in enumerate(self.book.pages):
                 thumb = thumbs[page.num].copy()
-                blocks = blocks_for(self.book, page, case.child, case.language)
+                texts = [(layer, messages.fill(layer.message(case.language), case.language,
+                                               case.child))
+                         for i, layer in enumerate(page.text_layers, 1)
+                         if self.valid(page.num, i, case.language)]  # broken ones: left out
+                blocks = [block_for(self.book, layer, text) for layer, text in texts if text.strip()]
                 drawn = renderer.text_layer(blocks, (width, height)) if blocks else None
                 if drawn is not None:  # the text laid out at full size, then scaled down
                     (x0, y0, x1, y1), layer = drawn
@@ -271,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as e:
         print(f"error: {e.message}", file=sys.stderr)
         return protocol.EXIT_INPUT
-    for line in proof.problems:
+    for line in sorted(proof.problems, key=lambda line: int(line.split(",")[0].split()[1])):
         print(line)
     print(f"proof of {loaded.book.id}: {len(proof.cases)} cases in "
           f"{', '.join(loaded.book.languages)}, {len(proof.problems)} problem(s)"

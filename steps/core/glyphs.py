@@ -87,9 +87,9 @@ def read_faces(loaded) -> list[FontFace]:
                 raise InputError("bad_font", f"Font file {font.src} of book {loaded.book.id} is "
                                              "not a TrueType, OpenType, WOFF or WOFF2 font; "
                                              "replace it with one.") from None
-            raise InputError("bad_font", f"Font file {font.src} of book {loaded.book.id} could "
-                                         f"not be loaded ({e}); replace it with a working TTF, "
-                                         "OTF, WOFF or WOFF2 file.") from None
+            raise InputError("bad_font", f"Font file {font.src} of book {loaded.book.id}: "
+                                         f"fontTools could not load it ({e}); replace it with a "
+                                         "working TTF, OTF, WOFF or WOFF2 file.") from None
         faces.append(FontFace(font.family, font.src, font.weight, font.style, chars))
     return faces
 

@@ -53,7 +53,7 @@ def check_language(code: str) -> str:
     from icu import Locale
 
     if not isinstance(code, str) or not _LANGUAGE.fullmatch(code):
-        raise ValueError(f"language {str(code)[:20]!r} is not a language code like en or uk")
+        raise ValueError(f"language {str(code)[:20]!r} is not a language code; use one like en or uk")
     if code.split("-")[0] not in Locale.getISOLanguages():
         raise ValueError(f"language {code!r} is not a language ICU knows; use an ISO 639 code")
     return code
@@ -149,7 +149,7 @@ def problems(pattern: str, language: str) -> list[str]:
     categories = plural_categories(language)
     for name, kind, keys in arguments:
         if name not in VARIABLES:
-            out.append(f"unknown variable {{{name}}}; the variables are "
+            out.append(f"unknown variable {{{name}}}; use one of "
                        + ", ".join(f"{{{v}}}" for v in VARIABLES))
             continue
         if kind not in _USES[name]:
