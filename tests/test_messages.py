@@ -17,8 +17,17 @@ import yaml
 from steps.core import glyphs
 from steps.core.errors import InputError
 from steps.core.manifest import load_book
-from steps.core.messages import (MAX_DEDICATION, Child, age_categories, fill, letters_of,
-                                 plural_categories, problems, validate_dedication, variables)
+from steps.core.messages import (
+    MAX_DEDICATION,
+    Child,
+    age_categories,
+    fill,
+    letters_of,
+    plural_categories,
+    problems,
+    validate_dedication,
+    variables,
+)
 from tests.helpers import DEMO
 
 GENDER_UK = ("{child_gender, select, girl {{child_name} пішла} boy {{child_name} пішов} "

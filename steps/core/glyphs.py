@@ -47,7 +47,7 @@ def font_chars(data: bytes) -> frozenset[int]:
         try:
             with TTFont(BytesIO(data), lazy=True, fontNumber=0) as font:
                 cmap = font.getBestCmap()
-        except Exception as e:  # fontTools raises many kinds for damaged data
+        except Exception as e:  # noqa: BLE001 - fontTools raises many kinds for damaged data
             raise BadFont(f"{type(e).__name__}: {str(e)[:80]}") from None
         if cmap is None:
             raise BadFont("it has no Unicode character map")

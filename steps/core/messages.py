@@ -108,7 +108,9 @@ def _describe(error, pattern: str) -> str:
 
 def _arguments(pattern: str) -> list[tuple[str, str, list[str]]]:
     """(name, use, keys) of every argument, nested ones too; raises icu.ICUError on bad syntax."""
-    from icu import MessagePattern, UMessagePatternArgType as AT, UMessagePatternPartType as PT
+    from icu import MessagePattern
+    from icu import UMessagePatternArgType as AT
+    from icu import UMessagePatternPartType as PT
 
     kinds = {AT.NONE: "none", AT.SIMPLE: "simple", AT.SELECT: "select", AT.PLURAL: "plural",
              AT.SELECTORDINAL: "selectordinal", AT.CHOICE: "choice"}
