@@ -153,16 +153,34 @@ class Proof:
         return out
 
     def check_glyphs(self, variants: dict[int, list]) -> None:
+        """Characters no font of a layer's chain has: in the filled texts, and among the
+        letters (both cases) of every script a name or dedication may be written in."""
+        scripts = {messages.script_of(lang): messages.letters_of(lang) for lang in self.book.languages}
+        for page, i, layer, language, message, used in self.layers():
+            if not used & {"child_name", "dedication"}:
+                continue
+            chain = glyphs.chain_for(self.book, layer, self.faces)
+            for script, letters in scripts.items():
+                lacking = glyphs.missing(letters + letters.upper(), chain)
+                if lacking:
+                    self.problems.append(
+                        f"page {page.num}, text layer {i} ({language}, names in {script}): font "
+                        f"{glyphs.chain_name(chain)} cannot draw {glyphs.describe(lacking)}")
+        # The rest: characters of the messages themselves (the sample names and dedications
+        # are made of the letters checked above), once per layer and language.
         reported = set()
+        sample_letters = set("".join(scripts.values()).upper() + "".join(scripts.values()))
         for num, items in variants.items():
             for i, layer, described, text in items:
+                language = described.split(",")[0]
+                own = set(layer.message(language))
                 chain = glyphs.chain_for(self.book, layer, self.faces)
-                lacking = glyphs.missing(text, chain)
-                key = (num, i, described.split(",")[0], tuple(lacking))
-                if lacking and key not in reported:
-                    reported.add(key)
+                lacking = [c for c in glyphs.missing(text, chain)
+                           if c in own or c not in sample_letters]
+                if lacking and (num, i, language) not in reported:
+                    reported.add((num, i, language))
                     self.problems.append(
-                        f"page {num}, text layer {i} ({described}): font "
+                        f"page {num}, text layer {i} ({language}): font "
                         f"{glyphs.chain_name(chain)} cannot draw {glyphs.describe(lacking)}")
 
     def check_fit(self, renderer, variants: dict[int, list]) -> None:

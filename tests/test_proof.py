@@ -67,7 +67,12 @@ def test_broken_copy_reports_each_planted_problem(tmp_path):
     pages[6]["text_layers"][0]["text"]["en"] += " ★"
     # 3. a box that holds a 1-letter name but not a 40-letter one, even at the smallest size
     pages[5]["text_layers"][1]["box"] = [160, 440, 450, 70]
-    # 4. a select without other (ICU's own syntax rule)
+    # 4. a layer font without Latin or Cyrillic letters (Noto Sans Armenian)
+    shutil.copy("/usr/share/fonts/truetype/noto/NotoSansArmenian-Regular.ttf",
+                book / "fonts" / "Armenian.ttf")
+    data["fonts"].append({"family": "Armenian", "src": "fonts/Armenian.ttf"})
+    pages[4]["text_layers"][0]["style"]["font_family"] = "Armenian"
+    # 5. a select without other (ICU's own syntax rule)
     pages[10]["text_layers"][0]["text"]["en"] = "{child_gender, select, girl {Bye} boy {Bye}}"
     (book / "book.yaml").write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False))
 
@@ -82,13 +87,17 @@ def test_broken_copy_reports_each_planted_problem(tmp_path):
     assert len(having("page 9, text layer 1 (uk)", "lacks the uk categories few, many")) == 1
     assert len(having("page 10, text layer 1 (en)", "without an 'other' case")) == 1
     assert len(having("page 6, text layer 1 (en", "'★' U+2605", "Andika")) == 1, lines
+    for language, script in (("en", "Latn"), ("en", "Cyrl"), ("uk", "Latn"), ("uk", "Cyrl")):
+        assert len(having(f"page 4, text layer 1 ({language}, names in {script}): font Armenian")) == 1
+    assert len(having("page 4, text layer 1 (uk): font Armenian", "'В' U+0412")) == 1, lines
     overflow = having("page 5, text layer 2", "does not fit its box [160, 440, 450, 70]")
     assert overflow and all("name of 40" in line or "name of 12" in line for line in overflow)
     assert not having("page 5, text layer 2", "name of 1 ")
     assert {"en", "uk"} <= {line.split("(")[1].split(",")[0] for line in overflow}
     # nothing else is reported
     planted = ("page 3, text layer 1 (uk)", "page 9, text layer 1 (uk)",
-               "page 10, text layer 1 (en)", "page 6, text layer 1 (en", "page 5, text layer 2")
+               "page 10, text layer 1 (en)", "page 6, text layer 1 (en", "page 5, text layer 2",
+               "page 4, text layer 1")
     assert all(line.startswith(planted) for line in lines), lines
     # The ★ is reported once for the layer's message, not once per case.
     assert f"{len(lines)} problem(s)" in done.stderr
