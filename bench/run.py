@@ -242,12 +242,12 @@ def full_page_screenshot(renderer, background: Image.Image, blocks) -> Image.Ima
 def text_baseline() -> dict:
     """Set the demo's page 2 text both ways with one browser."""
     from steps.core.manifest import load_book
+    from steps.core.messages import Child
     from steps.render import blocks_for, book_fonts
     from steps.backends.typesetter import TextRenderer
 
     loaded = load_book(str(DEMO / "book"))
-    blocks = blocks_for(loaded.book.page(2), {"child_name": "Mia", "child_age": "6",
-                                              "child_gender": "girl"})
+    blocks = blocks_for(loaded.book, loaded.book.page(2), Child("Mia", 6, "girl"), "en")
     background = Image.open(DEMO / "book" / "pages" / "02.png").convert("RGB")
     with TextRenderer(book_fonts(loaded)) as renderer:
         renderer.render(background, blocks)  # warm up

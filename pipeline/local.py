@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.launch import Started, launcher
-from pipeline.spec import ON_EXIT, PASSES, Step, steps_for
+from pipeline.spec import ON_EXIT, PARAMETERS, PASSES, Step, steps_for
 from steps.core.job import JobNotFound, JobRecord, Status, read_job
 from steps.core.store import S3Store, Store, StoreError, log_key
 from steps.protocol import EXIT_INPUT, GO_FILE, last_error, say, unchanged_lines, work_seconds
@@ -97,8 +97,9 @@ class LocalEngine:
 
     def _run_pass(self, pass_stage: str, scratch: Path) -> None:
         # The same plan as on a cluster; no face backend runs on a GPU here, so the `faces`
-        # list is empty and every page is made by the CPU steps.
-        values = {**self.params, "pass_stage": pass_stage, "export_dir": "",
+        # list is empty and every page is made by the CPU steps. Parameters a caller leaves
+        # out take their defaults, as on Argo.
+        values = {**PARAMETERS, **self.params, "pass_stage": pass_stage, "export_dir": "",
                   "gpu_face_backends": ""}
         ordered = [s for s in steps_for(pass_stage) if not s.skipped(self.params)]
         for step in ordered:

@@ -35,6 +35,8 @@ PARAMETERS: dict[str, str] = {
     "child_name": "",
     "child_age": "",
     "child_gender": "unspecified",
+    "language": "",              # "" = the book's first language
+    "dedication": "",
     "randomize_seed": "false",
     "pages_per_task": "0",
     "analyzer": _DEFAULTS["analyzer"].default,
@@ -110,7 +112,9 @@ FACE_ARGS = ("--face-backend", "{face_backend}", "--comfyui-url", "{comfyui_url}
 PIPELINE: tuple[Step, ...] = (
     Step("analyze", COMMON + (
         "--photo-key", "{photo_key}", "--name", "{child_name}", "--age", "{child_age}",
-        "--gender", "{child_gender}", "--analyzer", "{analyzer}",
+        "--gender", "{child_gender}", "--language", "{language}",
+        "--dedication={dedication}",  # one argument: free text may start with '-'
+        "--analyzer", "{analyzer}",
         "--analyzer-model", "{analyzer_model}"),
         resources="gpu", passes=("analyze", "prepay"), retries=3, skip_if="skip_analysis"),
     Step("plan", COMMON + (

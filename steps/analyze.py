@@ -20,7 +20,9 @@ from steps.core.errors import InputError
 from steps.core.images import load_photo
 from steps.core.job import (JobRecord, Status, create_job, parse_age, read_job, update_job,
                        validate_gender, validate_job_id, validate_name)
+from steps.core.glyphs import check_job
 from steps.core.manifest import load_book
+from steps.core.messages import Child, validate_dedication
 from steps.core.settings import settings
 from steps.core.store import Store, analysis_key, open_store
 
@@ -42,14 +44,21 @@ def start_job(store: Store, args) -> JobRecord:
         age = parse_age(args.age)
     except InputError:
         age = None
+    try:
+        dedication = validate_dedication(args.dedication)
+    except InputError:
+        dedication = str(args.dedication)[:1000]
     fresh = JobRecord(job_id=args.job_id, book_uri=args.book, photo_key=args.photo_key,
                       child_name=str(args.name).strip()[:200], child_age=age,
-                      child_gender=args.gender)
+                      child_gender=args.gender, language=args.language,
+                      dedication=dedication)
     if create_job(store, fresh):
         return fresh
     existing = read_job(store, args.job_id)
-    given = (fresh.child_name, fresh.child_age, fresh.child_gender, fresh.photo_key)
-    stored = (existing.child_name, existing.child_age, existing.child_gender, existing.photo_key)
+    given = (fresh.child_name, fresh.child_age, fresh.child_gender, fresh.photo_key,
+             fresh.dedication, fresh.language or existing.language)
+    stored = (existing.child_name, existing.child_age, existing.child_gender, existing.photo_key,
+              existing.dedication, existing.language or fresh.language)
     if given != stored:
         raise InputError("job_mismatch", f"Job {args.job_id} already exists for other child "
                                          "details or another photo; use a new job id.")
@@ -74,7 +83,13 @@ def work(args) -> None:
     validate_name(args.name)
     parse_age(args.age)
     gender = validate_gender(args.gender)
-    book = load_book(args.book).book
+    dedication = validate_dedication(args.dedication)
+    loaded = load_book(args.book)
+    book = loaded.book
+    language = book.edition(args.language)
+    # Every character the job will typeset, against its fonts: before any GPU or page work.
+    check_job(loaded, language, Child(validate_name(args.name), parse_age(args.age), gender,
+                                      dedication))
     try:
         photo_bytes = store.read(args.photo_key)
     except FileNotFoundError:
@@ -96,6 +111,8 @@ def work(args) -> None:
 
     def done(record: JobRecord) -> None:
         record.book_id = book.id
+        record.language = language
+        record.dedication = dedication
         record.analysis = analysis
         record.move_to(Status.ANALYZING_COMPLETED)
 
@@ -110,6 +127,8 @@ def main() -> None:
     p.add_argument("--name", required=True)
     p.add_argument("--age", required=True)
     p.add_argument("--gender", default="unspecified")
+    p.add_argument("--language", default="", help="the edition (default: the book's first language)")
+    p.add_argument("--dedication", default="", help="fills {dedication}: up to 300 characters")
     p.add_argument("--analyzer", choices=sorted(BACKENDS),
                    default=settings().analyzer)
     p.add_argument("--analyzer-model", default="",

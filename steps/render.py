@@ -20,24 +20,33 @@ from steps.core import artifacts
 from steps.core.errors import InputError
 from steps.core.images import decode_own_png, encode_png
 from steps.core.job import JobRecord, read_job
-from steps.core.manifest import LoadedBook, Page, fill, load_book
+from steps.core.manifest import Book, LoadedBook, Page, TextLayer, load_book
+from steps.core.messages import Child, fill
 from steps.core.store import Store, open_store, page_bg_key, page_key
 
 
-def child_values(record: JobRecord) -> dict[str, str]:
-    return {"child_name": record.child_name, "child_age": str(record.child_age),
-            "child_gender": record.child_gender}
+def child_values(record: JobRecord) -> Child:
+    return Child(name=record.child_name, age=record.child_age or 0, gender=record.child_gender,
+                 dedication=record.dedication)
 
 
-def blocks_for(page: Page, child: dict[str, str]) -> list:
+def blocks_for(book: Book, page: Page, child: Child, language: str) -> list:
+    """The page's text blocks, messages filled in the job's language; a layer whose message
+    is empty once filled (``{dedication}`` without one) draws nothing."""
+    texts = [(layer, fill(layer.message(language), language, child)) for layer in page.text_layers]
+    return [block_for(book, layer, text) for layer, text in texts if text.strip()]
+
+
+def block_for(book: Book, layer: TextLayer, text: str):
+    """A layer's typography with its final text: the typesetter's TextBlock."""
     from steps.backends.typesetter import TextBlock
 
-    return [TextBlock(text=fill(layer.text, child), box=tuple(layer.box),
-                      font_family=layer.style.font_family, font_size_px=layer.style.font_size_px,
-                      color=layer.style.color, align=layer.style.align,
-                      valign=layer.style.valign, line_height=layer.style.line_height,
-                      font_weight=layer.style.font_weight, font_style=layer.style.font_style)
-            for layer in page.text_layers]
+    return TextBlock(text=text, box=tuple(layer.box), font_family=layer.style.font_family,
+                     font_size_px=layer.style.font_size_px, color=layer.style.color,
+                     align=layer.style.align, valign=layer.style.valign,
+                     line_height=layer.style.line_height, font_weight=layer.style.font_weight,
+                     font_style=layer.style.font_style,
+                     fallback_families=tuple(book.font_chain(layer)[1:]))
 
 
 def book_fonts(loaded: LoadedBook) -> list:
@@ -75,11 +84,12 @@ def render_pages(store: Store, job_id: str, loaded: LoadedBook, pages: list[int]
     record = read_job(store, job_id)
     child = child_values(record)
     book = loaded.book
+    language = book.edition(record.language)
     fonts = book_fonts(loaded)
     made, todo = [], []
     for num in pages:
         background = store.read(page_bg_key(job_id, num))
-        blocks = blocks_for(book.page(num), child)
+        blocks = blocks_for(book, book.page(num), child, language)
         inputs = page_inputs(background, blocks, fonts, book.output.dpi)
         kept = artifacts.reuse(store, record, "page_png", num, inputs)
         if kept is not None:

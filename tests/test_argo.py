@@ -59,8 +59,8 @@ def test_every_spec_step_is_a_container_with_the_same_command(template):
     for step in (*PIPELINE, ON_EXIT):
         container = by_name[argo_name(step.name)]["container"]
         assert container["command"] == ["python", "-m", step.module]
-        flags = [a for a in container["args"] if a.startswith("--")]
-        assert flags == [a for a in step.args if a.startswith("--")]
+        flags = [a.split("=")[0] for a in container["args"] if a.startswith("--")]
+        assert flags == [a.split("=")[0] for a in step.args if a.startswith("--")]
         # every placeholder became an Argo parameter reference or a fixed value
         assert not [a for a in container["args"] if re.search(r"(?<!\{)\{\w+\}(?!\})", a)]
 
@@ -305,9 +305,12 @@ def test_local_engine_runs_what_the_template_declares(template, book, portrait, 
         local_args = run.command[3:]
         assert len(local_args) == len(container["args"])
         for local, compiled in zip(local_args, container["args"]):
-            found = re.fullmatch(r"\{\{workflow\.parameters\.([\w-]+)\}\}", compiled)
+            # a parameter as an argument of its own, or as `--flag={{…}}`; one the job did not
+            # give has its default (PARAMETERS), as in Argo
+            found = re.fullmatch(r"(--[\w-]+=)?\{\{workflow\.parameters\.([\w-]+)\}\}", compiled)
             if found:
-                assert local == params[found.group(1).replace("-", "_")]
+                value = {**PARAMETERS, **params}[found.group(2).replace("-", "_")]
+                assert local == (found.group(1) or "") + value
             elif compiled == "{{inputs.parameters.pass-stage}}":
                 assert local == run.stage
             elif compiled == "{{inputs.parameters.pages}}":

@@ -7,14 +7,14 @@ from PIL import Image
 
 from bench.run import DEMO, full_page_screenshot, pods_per_stage
 from steps.core.manifest import load_book
+from steps.core.messages import Child
 from steps.render import blocks_for, book_fonts
 from steps.backends.typesetter import TextRenderer
 
 
 def test_the_full_page_baseline_makes_the_same_page_as_the_text_layer():
     loaded = load_book(str(DEMO / "book"))
-    blocks = blocks_for(loaded.book.page(2), {"child_name": "Mia", "child_age": "6",
-                                              "child_gender": "girl"})
+    blocks = blocks_for(loaded.book, loaded.book.page(2), Child("Mia", 6, "girl"), "en")
     background = Image.open(DEMO / "book" / "pages" / "02.png").convert("RGB")
     with TextRenderer(book_fonts(loaded)) as renderer:
         layer = np.asarray(renderer.render(background, blocks), dtype=int)

@@ -140,6 +140,14 @@ def raw_manifest(text: str) -> Callable[[Path], None]:
     return apply
 
 
+def arabic_fallback(book: Path) -> None:
+    """The book with an Arabic font (Debian's Noto Naskh Arabic) in its fallback_fonts."""
+    shutil.copy("/usr/share/fonts/truetype/noto/NotoNaskhArabic-Regular.ttf",
+                book / "fonts" / "Arabic.ttf")
+    edit(lambda d: d.update(fonts=d["fonts"] + [{"family": "Book Arabic", "src": "fonts/Arabic.ttf"}],
+                            fallback_fonts=["Book Arabic"]))(book)
+
+
 def layer(d: dict, page: int = 0) -> dict:
     return d["pages"][page]["text_layers"][0]
 
@@ -179,6 +187,8 @@ class Case:
     name: str = "Mia"
     age: str = "5"
     gender: str = "girl"
+    language: str = ""
+    dedication: str = ""
     job_id: str = JOB
     book: Callable[[Path], None] | None = None
     text: bool = False                   # needs the book whose prepay pages carry text
@@ -261,7 +271,11 @@ CASES: dict[str, Case] = {
                                        check=name_is("<style>*{}</style><script>alert(1)")),
     "name with template braces": Case("ok", name="{child_age}{0.__class__}", text=True,
                                       check=name_is("{child_age}{0.__class__}")),
-    "right-to-left name": Case("ok", name="ليلى", text=True, check=name_is("ليلى")),
+    "right-to-left name": Case("ok", name="ليلى", text=True, book=arabic_fallback,
+                               check=name_is("ليلى")),
+    "name outside the book's fonts": Case("missing_glyphs", "'ل' U+0644", name="ليلى", text=True),
+    "dedication of 301 characters": Case("bad_dedication", "at most 300", dedication="x" * 301),
+    "language the book lacks": Case("bad_language", "no 'uk' edition", language="uk"),
     # ages and gender
     "age -1": Case("bad_age", "outside 0-17", age="-1"),
     "age 18": Case("bad_age", "outside 0-17", age="18"),
@@ -367,7 +381,9 @@ def test_hostile_input(case_id, books, tmp_path, count):
     done = subprocess.run(
         [sys.executable, "-m", "pipeline.cli", "run", str(book), "--photo", str(photo),
          f"--name={case.name}", f"--age={case.age}", f"--gender={case.gender}",
-         f"--job-id={case.job_id}", "--store", str(store)],
+         f"--job-id={case.job_id}", "--store", str(store)]
+        + ([f"--language={case.language}"] if case.language else [])
+        + ([f"--dedication={case.dedication}"] if case.dedication else []),
         cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
     count("inputs_tried")
     terminal = done.stdout + done.stderr

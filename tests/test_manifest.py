@@ -6,7 +6,8 @@ import pytest
 import yaml
 
 from steps.core.errors import InputError
-from steps.core.manifest import fill, load_book
+from steps.core.manifest import load_book
+from steps.core.messages import Child, fill
 from tests.helpers import DEMO
 
 
@@ -28,9 +29,19 @@ def test_stage_pages(book):
     assert b.stage_pages("full") == [1, 2, 3, 4]
 
 
-def test_fill_substitutes_only_the_three_variables():
-    child = {"child_name": "Олена", "child_age": "5", "child_gender": "girl"}
-    assert fill("{child_name} ({child_age}) {{literal}}", child) == "Олена (5) {literal}"
+def test_fill_prints_values_literally_and_quoted_braces_as_braces():
+    child = Child("Ол{ena} <b>'x'</b> #", 5, "girl")
+    assert fill("{child_name} ({child_age}) '{literal}'", "en", child) == \
+        "Ол{ena} <b>'x'</b> # (5) {literal}"
+
+
+def test_demo_book_has_two_editions():
+    book = load_book(str(DEMO / "book")).book
+    assert book.languages == ["en", "uk"]
+    assert book.edition(None) == "en" and book.edition("uk") == "uk"
+    with pytest.raises(InputError) as e:
+        book.edition("de")
+    assert e.value.reason == "bad_language" and "en, uk" in e.value.message
 
 
 def _break(book, change) -> str:
@@ -51,7 +62,27 @@ BROKEN = {
     "unknown key": (lambda d: d["pages"][0].update(colour="red"), "unknown key 'pages[0].colour'"),
     "unknown template variable": (lambda d: _layer(d).update(text="Hi {child_nam}"), "{child_nam}"),
     "attribute access in template": (lambda d: _layer(d).update(text="{child_name.upper}"), "child_name.upper"),
-    "format spec in template": (lambda d: _layer(d).update(text="{child_name:>40}"), "format"),
+    "format spec in template": (lambda d: _layer(d).update(text="{child_name:>40}"), "syntax error"),
+    "unclosed brace": (lambda d: _layer(d).update(text="Hi {child_name"), "braces that do not match"),
+    "select without other": (lambda d: _layer(d).update(
+        text="{child_gender, select, girl {she} boy {he}}"), "page 1, text layer 1 (en)"),
+    "select on an unknown case": (lambda d: _layer(d).update(
+        text="{child_gender, select, female {she} other {they}}"), "female"),
+    "plural without the language's categories": (lambda d: (d.update(languages=["uk"]), _layer(d).update(
+        text="{child_age, plural, one {# рік} other {# років}}")), "lacks the uk categories few, many"),
+    "plural with a category the language lacks": (lambda d: _layer(d).update(
+        text="{child_age, plural, one {# year} few {# years} other {# years}}"), "few, which en"),
+    "name used as a plural": (lambda d: _layer(d).update(
+        text="{child_name, plural, one {x} other {y}}"), "{child_name} is used as plural"),
+    "numbered argument": (lambda d: _layer(d).update(text="Hi {0}"), "unknown variable {0}"),
+    "language missing from a layer": (lambda d: (d.update(languages=["en", "uk"]), _layer(d).update(
+        text={"en": "Hi {child_name}"})), "page 1, text layer 1: no text in uk"),
+    "layer in a language the book lacks": (lambda d: _layer(d).update(
+        text={"en": "Hi", "de": "Hallo"}), "de, which is not among"),
+    "unknown language": (lambda d: d.update(languages=["en", "klingon"]), "klingon"),
+    "language listed twice": (lambda d: d.update(languages=["en", "en"]), "twice"),
+    "fallback font not in the book": (lambda d: d.update(fallback_fonts=["Noto Sans"]),
+                                      "fallback font 'Noto Sans'"),
     "duplicate pages": (lambda d: d["pages"][1].update(num=1), "page number 1 appears more than once"),
     "prepay page that does not exist": (lambda d: d.update(prepay_pages=[1, 9]), "prepay page 9"),
     "box outside the page": (lambda d: _layer(d).update(box=[800, 10, 200, 50]), "reaches outside"),

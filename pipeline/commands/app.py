@@ -126,6 +126,10 @@ PhotoOpt = Annotated[Optional[Path], typer.Option(
 NameOpt = Annotated[Optional[str], typer.Option("--name", help="The child's name, 1-40 characters.")]
 AgeOpt = Annotated[Optional[str], typer.Option("--age", help="The child's age in years, 0-17.")]
 GenderOpt = Annotated[Optional[str], typer.Option("--gender", help="girl, boy or unspecified.")]
+LanguageOpt = Annotated[Optional[str], typer.Option(
+    "--language", help="The edition: one of the book's languages (default: its first).")]
+DedicationOpt = Annotated[Optional[str], typer.Option(
+    "--dedication", help="Fills the book's {dedication}: up to 300 characters, newlines kept.")]
 StageOpt = Annotated[Stage, typer.Option("--stage", help="prepay, postpay, or full (both).")]
 JobIdOpt = Annotated[Optional[str], typer.Option(
     "--job-id", help="An existing job, or the id for a new one (default: a new UUID).")]
@@ -158,7 +162,8 @@ NotifyOpt = Annotated[Optional[str], typer.Option(
 
 def prepare_job(target: Store, book: str, photo: Path | None, name: str | None, age: str | None,
                 gender: str | None, stage: Stage, job_id: str | None, randomize_seed: bool,
-                pages_per_task: str) -> dict[str, str]:
+                pages_per_task: str, language: str | None = None,
+                dedication: str | None = None) -> dict[str, str]:
     """Check what the user asked for against the store, upload a new job's photo, and return
     the pipeline parameters. Usage errors exit 2; a bad job id exits 3."""
     if pages_per_task != "auto" and not pages_per_task.isdigit():
@@ -177,8 +182,14 @@ def prepare_job(target: Store, book: str, photo: Path | None, name: str | None, 
         if stage is Stage.postpay and not record.reached(Status.PREPAY_READY):
             fail(EXIT_USAGE, f"job {job_id} never reached prepay_ready ({record.status.value}); "
                               "run --stage prepay first")
+        for option, value, stored in (("--language", language, record.language),
+                                      ("--dedication", dedication, record.dedication)):
+            if value is not None and stored and value.strip() != stored:
+                fail(EXIT_USAGE, f"job {job_id} was made with {option} {stored[:40]!r}; leave "
+                                 f"{option} out or use a new job id")
         photo_key, name, age, gender = (record.photo_key, record.child_name,
                                         str(record.child_age), record.child_gender)
+        language, dedication = record.language, record.dedication
     else:
         if stage is Stage.postpay:
             fail(EXIT_USAGE, f"job {job_id} does not exist; postpay needs a job that reached "
@@ -190,7 +201,8 @@ def prepare_job(target: Store, book: str, photo: Path | None, name: str | None, 
     return {"job_id": job_id, "book": _book_uri(book), "stage": stage.value, "store": target.uri,
             "photo_key": photo_key, "child_name": name, "child_age": age,
             "child_gender": gender or "unspecified", "randomize_seed": str(randomize_seed).lower(),
-            "pages_per_task": str(pages_per_task)}
+            "pages_per_task": str(pages_per_task), "language": language or "",
+            "dedication": dedication or ""}
 
 
 def backends(analyzer: str | None, analyzer_model: str | None, face_backend: str | None,

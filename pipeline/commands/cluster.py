@@ -13,7 +13,8 @@ from typing import Annotated, Optional
 import typer
 
 from pipeline.commands.app import (AgeOpt, AnalyzerModelOpt, AnalyzerOpt, BookArg, ChunkOpt,
-                                   ComfyOpt, FaceBackendOpt, GenderOpt, JobIdOpt, JsonOpt, NameOpt,
+                                   ComfyOpt, DedicationOpt, FaceBackendOpt, GenderOpt, JobIdOpt,
+                                   JsonOpt, LanguageOpt, NameOpt,
                                    NotifyOpt, PhotoOpt, SeedOpt, Stage, StageOpt, StoreOpt, fail,
                                    say, store_at, app, backends, prepare_job)
 from pipeline.cluster import ClusterError, ClusterSettings, connect, phase, wait, workflow_manifest
@@ -66,6 +67,8 @@ def submit(
     name: NameOpt = None,
     age: AgeOpt = None,
     gender: GenderOpt = None,
+    language: LanguageOpt = None,
+    dedication: DedicationOpt = None,
     stage: StageOpt = Stage.prepay,
     job_id: JobIdOpt = None,
     store: StoreOpt = None,
@@ -96,7 +99,7 @@ def submit(
     settings = _settings(server, token, namespace, transport, insecure)
     client = _client(settings)
     params = prepare_job(target, book, photo, name, age, gender, stage, job_id, randomize_seed,
-                         pages_per_task)
+                         pages_per_task, language, dedication)
     # Backends left out keep the template's defaults (the GPU backends on a cluster).
     params |= backends(analyzer, analyzer_model, face_backend, comfyui_url, {})
     if notify_url:

@@ -11,7 +11,8 @@ import typer
 
 from pipeline.cluster import cluster_phases
 from pipeline.commands.app import (DEMO, AgeOpt, AnalyzerModelOpt, AnalyzerOpt,
-                                   BookArg, ChunkOpt, ComfyOpt, FaceBackendOpt, GenderOpt,
+                                   BookArg, ChunkOpt, ComfyOpt, DedicationOpt, FaceBackendOpt,
+                                   GenderOpt, LanguageOpt,
                                    JobIdOpt, JsonOpt, NameOpt, NotifyOpt, PhotoOpt, SeedOpt, Stage,
                                    local_backends,
                                    StageOpt, StoreOpt, fail, print_summary, say, store_at, app,
@@ -29,6 +30,8 @@ def run(
     name: NameOpt = None,
     age: AgeOpt = None,
     gender: GenderOpt = None,
+    language: LanguageOpt = None,
+    dedication: DedicationOpt = None,
     stage: StageOpt = Stage.prepay,
     job_id: JobIdOpt = None,
     store: StoreOpt = None,
@@ -46,7 +49,7 @@ def run(
 
     target = store_at(store)
     params = prepare_job(target, book, photo, name, age, gender, stage, job_id, randomize_seed,
-                         pages_per_task)
+                         pages_per_task, language, dedication)
     params |= backends(analyzer, analyzer_model, face_backend, comfyui_url, local_backends())
     if notify_url:
         os.environ["BOOKJOB_NOTIFY_URL"] = notify_url  # the steps inherit it
@@ -112,11 +115,14 @@ def status(
 @app.command()
 def demo(
     store: StoreOpt = None,
+    language: LanguageOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run the bundled demo book with the demo photo, stage full."""
-    run(book=str(DEMO / "book"), photo=DEMO / "photo.jpg", name="Mia", age="6", gender="girl",
-        stage=Stage.full, job_id=None, store=store, randomize_seed=False, pages_per_task="auto",
+    """Run the bundled demo book with the demo photo, stage full (--language uk: in Ukrainian)."""
+    name = {"uk": "Марійка"}.get(language or "", "Mia")
+    run(book=str(DEMO / "book"), photo=DEMO / "photo.jpg", name=name, age="6", gender="girl",
+        language=language, dedication=None, stage=Stage.full, job_id=None, store=store,
+        randomize_seed=False, pages_per_task="auto",
         analyzer=None, analyzer_model=None, face_backend=None, comfyui_url=None,
         notify_url=None, as_json=as_json)
 

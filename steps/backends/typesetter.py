@@ -85,6 +85,7 @@ class TextBlock:
     line_height: float = 1.25
     font_weight: str = "normal"               # normal | bold
     font_style: str = "normal"                # normal | italic
+    fallback_families: tuple[str, ...] = ()   # the book's fallback_fonts, tried after font_family
 
     def __post_init__(self) -> None:
         x, y, w, h = self.box
@@ -129,8 +130,11 @@ def _font_face_css(index: int, font: FontFile) -> str:
 
 def _block_css(index: int, b: TextBlock) -> str:
     x, y, w, h = b.box
+    # The book's fonts first (a job's characters are checked against them, steps.core.glyphs),
+    # the system's only as a last resort.
+    families = ",".join(css_string(f) for f in (b.font_family, *b.fallback_families))
     return (f"#b{index}{{left:{x}px;top:{y}px;width:{w}px;height:{h}px;"
-            f"justify-content:{_JUSTIFY[b.valign]};font-family:{css_string(b.font_family)},{FALLBACK_FONTS};"
+            f"justify-content:{_JUSTIFY[b.valign]};font-family:{families},{FALLBACK_FONTS};"
             f"font-size:{b.font_size_px}px;line-height:{b.line_height:.6g};color:{b.color};"
             f"font-weight:{b.font_weight};font-style:{b.font_style};text-align:{b.align}}}")
 

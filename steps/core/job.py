@@ -95,6 +95,8 @@ class JobRecord(BaseModel):
     child_name: str
     child_age: int | None
     child_gender: str
+    language: str = ""                 # the edition (a language of the book); "" = the book's first
+    dedication: str = ""               # the parent's words for {dedication}; "" = none
     status: Status = Status.ANALYZING
     status_history: list[StatusChange] = Field(default_factory=list)
     analysis: Analysis | None = None

@@ -2,13 +2,13 @@
 
 Everything a designer can get wrong is found here, at load time, with one sentence that says
 where and how to fix it: syntax, unknown keys, page numbers, prepay pages, face slots, boxes
-outside the page, template variables, font files.
+outside the page, messages (ICU MessageFormat, :mod:`steps.core.messages`) in every language
+of the book, font files.
 """
 
 from __future__ import annotations
 
 import re
-import string
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -16,13 +16,14 @@ from pathlib import PurePosixPath
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
+from steps.core import messages
 from steps.core.errors import InputError
 from steps.core.store import Store, StoreError, open_store, split_s3_uri
 
 MANIFEST = "book.yaml"
-TEMPLATE_VARIABLES = ("child_name", "child_age", "child_gender")
 MAX_PAGES = 99
 MAX_SIDE_PX = 10_000
 MAX_TEXT = 2_000
@@ -78,20 +79,17 @@ class TextStyle(Strict):
     font_style: Literal["normal", "italic"] = "normal"
 
 
+Message = Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]
+
+
 class TextLayer(Strict):
-    text: Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]
+    text: Message | dict[str, Message]   # one ICU message for every language, or one per language
     box: tuple[int, int, Annotated[int, Field(gt=0)], Annotated[int, Field(gt=0)]]
     style: TextStyle
 
-    @field_validator("text")
-    @classmethod
-    def known_variables(cls, text: str) -> str:
-        for name in template_fields(text):
-            if name not in TEMPLATE_VARIABLES:
-                raise ValueError(f"unknown template variable {{{name}}}; the variables are "
-                                 + ", ".join(f"{{{v}}}" for v in TEMPLATE_VARIABLES)
-                                 + " (write {{ and }} for literal braces)")
-        return text
+    def message(self, language: str) -> str:
+        """The layer's message in ``language`` (the book has checked that it exists)."""
+        return self.text if isinstance(self.text, str) else self.text[language]
 
 
 class FaceSlot(Strict):
@@ -132,9 +130,66 @@ class Book(Strict):
     id: Slug
     title: Annotated[str, Field(min_length=1, max_length=200)]
     output: Output
+    languages: Annotated[list[str], Field(min_length=1, max_length=30)] = ["en"]
     prepay_pages: list[int]
     fonts: list[Font] = []
+    fallback_fonts: Annotated[list[str], Field(max_length=10)] = []
     pages: Annotated[list[Page], Field(min_length=1, max_length=MAX_PAGES)]
+
+    @field_validator("languages")
+    @classmethod
+    def known_languages(cls, languages: list[str]) -> list[str]:
+        for code in languages:
+            messages.check_language(code)
+        if len(set(languages)) != len(languages):
+            raise ValueError("a language is listed twice; list each edition once")
+        return languages
+
+    @model_validator(mode="after")
+    def messages_are_valid(self, info: ValidationInfo) -> Book:
+        """Every message parses, uses only the four variables and covers the language's
+        plural categories (skipped with context ``{"check_messages": False}``: the proof
+        collects all of them instead of stopping at the first)."""
+        if (info.context or {}).get("check_messages", True):
+            for where, problem in self.message_problems()[:1]:
+                raise ValueError(f"{where}: {problem}")
+        return self
+
+    def message_problems(self) -> list[tuple[str, str]]:
+        """(where, problem) for every message that is wrong: ``page 3, text layer 1 (uk)``."""
+        found = []
+        for page in self.pages:
+            for i, layer in enumerate(page.text_layers, 1):
+                where = f"page {page.num}, text layer {i}"
+                if isinstance(layer.text, dict):
+                    missing = [lang for lang in self.languages if lang not in layer.text]
+                    extra = [lang for lang in layer.text if lang not in self.languages]
+                    if missing:
+                        found.append((where, f"no text in {', '.join(missing)}; add "
+                                             f"{missing[0]}: … to its text"))
+                    if extra:
+                        found.append((where, f"text in {', '.join(extra)}, which is not among "
+                                             "the book's languages; add it to languages or remove it"))
+                for lang in self.languages:
+                    if isinstance(layer.text, dict) and lang not in layer.text:
+                        continue
+                    for problem in messages.problems(layer.message(lang), lang):
+                        found.append((f"{where} ({lang})", problem))
+        return found
+
+    def edition(self, language: str | None) -> str:
+        """The language a job is made in: the one asked for, or the book's first."""
+        if not language:
+            return self.languages[0]
+        if language not in self.languages:
+            raise InputError("bad_language", f"Book {self.id} has no {language[:20]!r} edition; "
+                                             f"use one of its languages: {', '.join(self.languages)}.")
+        return language
+
+    def font_chain(self, layer: TextLayer) -> list[str]:
+        """The families a layer's text is drawn with: its own, then the fallback fonts."""
+        return [layer.style.font_family] + [f for f in self.fallback_fonts
+                                            if f != layer.style.font_family]
 
     @model_validator(mode="after")
     def checked(self) -> Book:
@@ -151,6 +206,10 @@ class Book(Strict):
                              "list only existing page numbers in prepay_pages")
         width, height = self.output.page_size_px
         families = {f.family for f in self.fonts}
+        for family in self.fallback_fonts:
+            if family not in families:
+                raise ValueError(f"fallback font {family!r} is not one of the book's fonts; add "
+                                 "it under fonts:")
         for page in self.pages:
             if page.face:
                 for eye in (page.face.left_eye, page.face.right_eye):
@@ -179,23 +238,6 @@ class Book(Strict):
         if stage == "postpay":
             return [n for n in nums if n not in prepay]
         return nums
-
-
-def template_fields(text: str) -> list[str]:
-    """Field names used in a ``{child_name}``-style template (raises ValueError if malformed)."""
-    fields = []
-    for _, name, spec, conversion in string.Formatter().parse(text):
-        if name is None:
-            continue
-        if spec or conversion:
-            raise ValueError(f"template variable {{{name}}} must not carry a format or conversion")
-        fields.append(name)
-    return fields
-
-
-def fill(text: str, child: dict[str, str]) -> str:
-    """Substitute the template variables; validated at load time, so this cannot fail."""
-    return text.format_map({k: child[k] for k in TEMPLATE_VARIABLES})
 
 
 # ---- loading ----------------------------------------------------------------------------
@@ -239,8 +281,9 @@ _HINTS = {"string_too_long": "shorten it", "too_long": "use fewer", "string_too_
           "too_short": "add at least one"}
 
 
-def load_book(uri: str) -> LoadedBook:
-    """Load and fully validate ``book.yaml`` from a folder or an ``s3://`` prefix."""
+def load_book(uri: str, check_messages: bool = True) -> LoadedBook:
+    """Load and fully validate ``book.yaml`` from a folder or an ``s3://`` prefix (without
+    ``check_messages``, bad messages are left for :meth:`Book.message_problems`)."""
     files = open_store(uri)
     try:
         raw = files.read(MANIFEST)
@@ -262,7 +305,7 @@ def load_book(uri: str) -> LoadedBook:
                                          "and pages; write it as the manifest format in the "
                                          "README shows.")
     try:
-        book = Book.model_validate(data)
+        book = Book.model_validate(data, context={"check_messages": check_messages})
     except ValidationError as e:
         raise InputError("bad_manifest", f"{MANIFEST}: {_explain(e)}.") from None
     for ref in [f.src for f in book.fonts] + [p.base for p in book.pages]:
