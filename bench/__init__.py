@@ -1,0 +1,1 @@
+"""make bench: a job measured against the physical floor of this machine."""

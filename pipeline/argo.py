@@ -24,13 +24,29 @@ from pathlib import Path
 from hera.workflows import DAG, Container, Parameter, Task, WorkflowTemplate
 from hera.workflows import models as m
 
+from pipeline.argo_settings import (  # noqa: F401
+    CLUSTER_DEFAULTS,
+    COMFYUI_COMMAND,
+    COMFYUI_MODELS,
+    COMFYUI_UID,
+    EXPORT_DIR,
+    SCRATCH,
+    ArgoSettings,
+    Resources,
+)
+from pipeline.spec import (
+    ON_EXIT,
+    PARAMETERS,
+    PASSES,
+    PIPELINE,
+    STAGES,
+    TEMPLATE_NAME,
+    Step,
+    argo_name,
+    passes,
+    steps_for,
+)
 from steps.protocol import EXIT_INPUT
-
-from pipeline.spec import (ON_EXIT, PARAMETERS, PASSES, PIPELINE, STAGES, TEMPLATE_NAME, Step,
-                           argo_name, passes, steps_for)
-
-from pipeline.argo_settings import (CLUSTER_DEFAULTS, COMFYUI_COMMAND, COMFYUI_MODELS,  # noqa: F401
-                                    COMFYUI_UID, EXPORT_DIR, SCRATCH, ArgoSettings, Resources)
 
 
 def _runtime_values(settings: ArgoSettings) -> dict[str, str]:

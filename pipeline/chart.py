@@ -28,7 +28,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.argo import COMFYUI_MODELS, CLUSTER_DEFAULTS, ArgoSettings, Resources, build
+from pipeline.argo import CLUSTER_DEFAULTS, COMFYUI_MODELS, ArgoSettings, Resources, build
 from pipeline.spec import ON_EXIT, PIPELINE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -178,7 +178,7 @@ def _item(kind: str) -> str:
 
 
 def _mark_blocks(node):
-    """nodeSelector and resources sentinels -> block tokens."""
+    """NodeSelector and resources sentinels -> block tokens."""
     if isinstance(node, dict):
         out = {}
         for key, value in node.items():
@@ -218,7 +218,8 @@ def _variants() -> str:
     (name, condition), = toggles.items()
     off = _document(sentinel_settings(**{name: False}))
     on_templates, off_templates = on["spec"]["templates"], off["spec"]["templates"]
-    if _without_templates(on) != _without_templates(off) or [t["name"] for t in on_templates] != [t["name"] for t in off_templates]:
+    same_names = [t["name"] for t in on_templates] == [t["name"] for t in off_templates]
+    if _without_templates(on) != _without_templates(off) or not same_names:
         raise ChartError(f"{name} changes more than step templates: extend pipeline/chart.py")
     pieces: dict[str, str] = {}
     merged = []

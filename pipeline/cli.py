@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import sys
 
-from pipeline.commands import local  # noqa: F401 - registers run, status, demo, templates
-from pipeline.commands import cluster  # noqa: F401, I001 - registers submit, watch, logs
-from pipeline.commands import proof  # noqa: F401, I001 - registers proof
+from pipeline.commands import (
+    cluster,  # noqa: F401, I001 - registers submit, watch, logs
+    local,  # noqa: F401 - registers run, status, demo, templates
+    proof,  # noqa: F401, I001 - registers proof
+)
 from pipeline.commands.app import app
 
 __all__ = ["app", "main"]

@@ -300,7 +300,7 @@ def round_tree(c, x, ground, h, leaf=LEAF, dark=LEAF_DARK, light=LEAF_LIGHT, fru
 def pine_tree(c, x, ground, h, colour=PINE, dark=PINE_DARK, trunk=TRUNK_DARK):
     tw = 0.07 * h
     c.rect(x - tw / 2, ground - 0.2 * h, x + tw / 2, ground, trunk)
-    for i, (top, bot, half) in enumerate([(0.0, 0.42, 0.22), (0.22, 0.66, 0.3), (0.44, 0.88, 0.38)]):
+    for top, bot, half in [(0.0, 0.42, 0.22), (0.22, 0.66, 0.3), (0.44, 0.88, 0.38)]:
         yt, yb = ground - h + top * h, ground - h + bot * h
         c.poly([(x, yt), (x + half * h, yb), (x - half * h, yb)], colour)
         c.poly([(x, yt), (x + half * h, yb), (x + 0.1 * half * h, yb)], dark)

@@ -51,7 +51,7 @@ _GO_ESCAPE = re.compile(r"\\(x[0-9a-fA-F]{2}|[av]|.)", re.S)
 
 
 def _go_unquote(text: str) -> str:
-    """Go's strconv.Quote escapes JSON lacks (\\a, \\v, \\xNN) made JSON-readable."""
+    r"""Go's strconv.Quote escapes JSON lacks (\\a, \\v, \\xNN) made JSON-readable."""
     if not text.startswith('"'):
         return text
 

@@ -156,7 +156,7 @@ class Proof:
         """Characters no font of a layer's chain has: in the filled texts, and among the
         letters (both cases) of every script a name or dedication may be written in."""
         scripts = {messages.script_of(lang): messages.letters_of(lang) for lang in self.book.languages}
-        for page, i, layer, language, message, used in self.layers():
+        for page, i, layer, language, _message, used in self.layers():
             if not used & {"child_name", "dedication"}:
                 continue
             chain = glyphs.chain_for(self.book, layer, self.faces)

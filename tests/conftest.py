@@ -16,6 +16,7 @@ from PIL import Image
 
 from tests.helpers import CHILD_ARGS, DEMO_PHOTO, ROOT, make_book
 
+
 @pytest.fixture(scope="session")
 def demo_photo() -> Path:
     return DEMO_PHOTO

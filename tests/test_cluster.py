@@ -12,8 +12,7 @@ import pytest
 
 from steps.core.job import JobRecord, create_job
 from steps.core.store import S3Store
-from tests.doubles.cluster import (DEFAULT_PHASES, SEMAPHORE_WAIT, ArgoServerDouble,
-                                   KubernetesDouble, kubeconfig)
+from tests.doubles.cluster import DEFAULT_PHASES, SEMAPHORE_WAIT, ArgoServerDouble, KubernetesDouble, kubeconfig
 
 TOKEN = "s3cr3t"
 

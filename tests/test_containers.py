@@ -297,7 +297,8 @@ def test_comfyui_image_pins_the_servers_the_tests_describe():
     for name in ("COMFYUI_COMMIT", "IPADAPTER_COMMIT"):
         assert re.fullmatch(r"[0-9a-f]{40}", args[name]) and args[name] in provenance
     assert "https://github.com/Comfy-Org/ComfyUI.git /opt/comfyui" in text
-    assert "https://github.com/cubiq/ComfyUI_IPAdapter_plus.git /opt/comfyui/custom_nodes/ComfyUI_IPAdapter_plus" in text
+    assert ("https://github.com/cubiq/ComfyUI_IPAdapter_plus.git "
+            "/opt/comfyui/custom_nodes/ComfyUI_IPAdapter_plus") in text
     assert 'test "$(git -C "$2" rev-parse HEAD)" = "$3"' in text
     assert re.search(r'"insightface==[\d.]+"', text) and re.search(r'"onnxruntime-gpu==[\d.]+"', text)
     constraints = [line for line in (COMFYUI / "constraints.txt").read_text().splitlines()

@@ -371,7 +371,8 @@ def test_cpu_backends_model_volume_and_no_sidecar():
     assert (params["analyzer"], params["face-backend"], params["comfyui-url"]) == \
         ("heuristic", "classic", "http://comfyui.ml.svc:8188")
     assert {"name": "models", "persistentVolumeClaim": {"claimName": "qwen2-vl", "readOnly": True}} in spec["volumes"]
-    assert {"name": "models", "mountPath": "/models", "readOnly": True} in by_name["analyze"]["container"]["volumeMounts"]
+    mounts = by_name["analyze"]["container"]["volumeMounts"]
+    assert {"name": "models", "mountPath": "/models", "readOnly": True} in mounts
     assert all(m["name"] != "models" for m in by_name["render"]["container"]["volumeMounts"])
     faces, backgrounds = by_name["faces"], by_name["backgrounds"]
     # ComfyUI by URL: no sidecar, no GPU pod for pages at all
@@ -382,7 +383,8 @@ def test_cpu_backends_model_volume_and_no_sidecar():
     assert "BOOKJOB_COMFYUI_READY_TIMEOUT" not in env
     assert env["BOOKJOB_NOTIFY_SECRET"]["valueFrom"]["secretKeyRef"]["name"] == "hooks"
     assert spec["serviceAccountName"] == "books-workflow"
-    assert {"books-gpu-semaphore", "books-artifact-repository"} <= {n for (_, n) in by_kind("cpu-backends-model-volume")}
+    names = {n for (_, n) in by_kind("cpu-backends-model-volume")}
+    assert {"books-gpu-semaphore", "books-artifact-repository"} <= names
 
 
 @pytest.mark.parametrize("values, message", [

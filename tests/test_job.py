@@ -8,8 +8,19 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from steps.core.errors import InputError
-from steps.core.job import (Artifact, InvalidTransition, JobRecord, Status, create_job, mark_failed,
-                       parse_age, read_job, update_job, validate_job_id, validate_name)
+from steps.core.job import (
+    Artifact,
+    InvalidTransition,
+    JobRecord,
+    Status,
+    create_job,
+    mark_failed,
+    parse_age,
+    read_job,
+    update_job,
+    validate_job_id,
+    validate_name,
+)
 from steps.core.store import LocalStore, open_store
 
 

@@ -16,8 +16,8 @@ from steps.backends.faces import head_crop
 from steps.core.analysis import prompt_for
 from steps.core.errors import InputError
 from steps.core.images import load_photo
-from tests.helpers import DEMO_PHOTO
 from tests.doubles.tiny_qwen import CHAT_TEMPLATE, tiny_qwen  # noqa: F401 - the session fixture
+from tests.helpers import DEMO_PHOTO
 
 FEATURES = ("skin_tone", "hair_color", "hair_style", "eye_color")
 

@@ -12,7 +12,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from steps.backends.typesetter import ORIGIN, FontFile, TextBlock, TextRenderer, build_document, css_string, find_chromium
+from steps.backends.typesetter import (
+    ORIGIN,
+    FontFile,
+    TextBlock,
+    TextRenderer,
+    build_document,
+    css_string,
+    find_chromium,
+)
 
 # SIL Andika (OFL), as bundled with the demo book: no system font package needed.
 ANDIKA = Path(__file__).resolve().parents[1] / "pipeline" / "demo" / "book" / "fonts"

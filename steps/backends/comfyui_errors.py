@@ -1,4 +1,4 @@
-"""What ComfyUI's answers mean for a job: whose problem each one is, and so which error it becomes.
+r"""What ComfyUI's answers mean for a job: whose problem each one is, and so which error it becomes.
 
 A face-transfer failure has one of three owners, and the exit code tells the engines which:
 
@@ -62,7 +62,7 @@ class ComfyUITimeout(ComfyUIError):
 
 
 def first_line(message: object, limit: int = 300) -> str:
-    """The error part of ComfyUI's ``"{error}\\n{tips}"``: one line, whitespace collapsed."""
+    r"""The error part of ComfyUI's ``"{error}\\n{tips}"``: one line, whitespace collapsed."""
     text = str(message or "").strip().split("\n", 1)[0]
     text = " ".join(text.split())
     return text if len(text) <= limit else text[:limit - 1] + "…"

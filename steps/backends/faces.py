@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import cv2
 import numpy as np
 from PIL import Image
 
-from steps.core.analysis import EYE_COLORS, HAIR_COLORS, HAIR_STYLES, SKIN_TONES
+from steps.core.analysis import SKIN_TONES
 
 Point = tuple[float, float]
 EyePair = tuple[Point, Point]
@@ -37,7 +37,7 @@ class Face:
 
 # --------------------------------------------------------------------------- detection
 
-@lru_cache(maxsize=None)
+@cache
 def _cascade(name: str) -> cv2.CascadeClassifier:
     """Load (once) one of OpenCV's shipped Haar cascades."""
     if not hasattr(cv2, "CascadeClassifier"):

@@ -12,7 +12,7 @@ import hashlib
 import importlib.util
 import json
 import sys
-from functools import lru_cache
+from functools import cache
 from pathlib import Path, PurePosixPath
 
 from pydantic import BaseModel
@@ -21,7 +21,6 @@ from steps.core import faults
 from steps.core.job import Artifact, JobRecord, update_job
 from steps.core.store import Store
 from steps.protocol import unchanged_line
-
 
 
 def fingerprint(*parts: object) -> str:
@@ -40,7 +39,7 @@ def fingerprint(*parts: object) -> str:
     return digest.hexdigest()
 
 
-@lru_cache(maxsize=None)
+@cache
 def code_version(*modules: str) -> str:
     """A hash of the source of ``modules`` (those that exist): new code, new inputs."""
     digest = hashlib.sha256()

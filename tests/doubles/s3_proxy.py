@@ -59,7 +59,7 @@ class S3Proxy:
         with self.lock:
             return sum(1 for m, p, w in self.log if w == what and match(m, p))
 
-    def start(self) -> "S3Proxy":
+    def start(self) -> S3Proxy:
         self.dead = False
         proxy = self
 

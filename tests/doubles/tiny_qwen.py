@@ -36,8 +36,12 @@ def build_tiny_qwen(folder: Path) -> Path:
     try:
         import torch
         from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-        from transformers import (PreTrainedTokenizerFast, Qwen2VLConfig,
-                                  Qwen2VLForConditionalGeneration, Qwen2VLImageProcessorPil)
+        from transformers import (
+            PreTrainedTokenizerFast,
+            Qwen2VLConfig,
+            Qwen2VLForConditionalGeneration,
+            Qwen2VLImageProcessorPil,
+        )
     except ImportError as e:
         pytest.fail(f"the Qwen2-VL tests need torch, transformers and tokenizers ({e}): run "
                     "`make setup` (installs bookjob[render,gpu,dev]).")

@@ -10,18 +10,17 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
-from tests.harness.expr import (Unsupported, substitute,
-                                workflow_failures)
+from tests.harness.expr import Unsupported, substitute, workflow_failures
 from tests.harness.pod import PodResult, run_pod
 
 DONE = ("Succeeded", "Failed", "Error", "Skipped", "Omitted")
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _seconds(duration: str | int) -> float:
@@ -99,12 +98,12 @@ class Controller:
         self.holders: dict[str, set[str]] = {}
         self.queues: dict[str, list[str]] = {}
 
-    def run(self, template: dict, parameters: dict[str, str], name: str | None = None) -> "Workflow":
+    def run(self, template: dict, parameters: dict[str, str], name: str | None = None) -> Workflow:
         wf = self.submit(template, parameters, name)
         wf.join()
         return wf
 
-    def submit(self, template: dict, parameters: dict[str, str], name: str | None = None) -> "Workflow":
+    def submit(self, template: dict, parameters: dict[str, str], name: str | None = None) -> Workflow:
         wf = Workflow(self, template, parameters, name or f"book-job-{uuid.uuid4().hex[:5]}")
         wf.start()
         return wf
