@@ -1,6 +1,6 @@
 """Step ``render``: the text layers of each page of a chunk, set over its background.
 
-One Chromium per step (driven over the DevTools protocol), the book's fonts via
+One Chromium per step (driven by Playwright), the book's fonts via
 ``@font-face``, every value escaped, text shrunk to fit its box. The page's own scripts and the
 network are off: only the book's fonts are served. Writes ``layout/{job_id}/pages/page_XX.png``
 with the book's DPI. A page whose inputs are unchanged since it was made is kept (``page 3:
@@ -110,17 +110,11 @@ def render_pages(store: Store, job_id: str, loaded: LoadedBook, pages: list[int]
 
 
 def start_browser():
-    """Warm-up when the local engine starts this step early: Chromium boots (about half a
-    second) while the chunk's backgrounds are still being made."""
+    """Warm-up when the local engine starts this step early: Playwright and Chromium start
+    (1–2 s, in a thread of this process) while the chunk's backgrounds are still being made."""
     from steps.backends.chromium import Browser
 
-    browser = Browser()
-    try:
-        browser.open_tab()
-    except BaseException:
-        browser.close()
-        raise
-    return browser
+    return Browser()
 
 
 def work(args, browser=None) -> None:

@@ -24,7 +24,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from steps.backends.chromium import Browser, Tab, find_chromium  # noqa: F401 - find_chromium re-exported
+from steps.backends.browser import find_chromium  # noqa: F401 - re-exported for callers
+from steps.backends.chromium import Browser, Tab
 
 ORIGIN = "https://book.invalid"
 FALLBACK_FONTS = '"Noto Sans", "Noto Naskh Arabic", "Noto Sans Arabic", "DejaVu Sans", sans-serif'
