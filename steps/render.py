@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import sys
+from concurrent.futures import Future, ThreadPoolExecutor
 
 
 from steps import runner
@@ -86,27 +87,40 @@ def render_pages(store: Store, job_id: str, loaded: LoadedBook, pages: list[int]
             made.append(kept)
         else:
             todo.append((num, background, blocks, inputs))
-    # Chromium only starts when a page has text to set.
+    # Chromium only starts when a page has text to set. Two helper threads decode the next
+    # background and encode the previous page while the browser sets this page's text.
     needed = any(t[2] for t in todo)
-    with (TextRenderer(fonts, browser=browser) if needed else contextlib.nullcontext()) as renderer:
-        for num, background, blocks, inputs in todo:
-            # OpenCV's BGR array: decoded and encoded without Pillow's repacking of whole pages
-            page = decode_own_png(background)
+    with (TextRenderer(fonts, browser=browser) if needed else contextlib.nullcontext()) as renderer, \
+            ThreadPoolExecutor(max_workers=2, thread_name_prefix="page") as pool:
+        decoded = pool.submit(decode_own_png, todo[0][1]) if todo else None
+        previous = None  # (num, inputs, the encoding of its final page)
+        for i, (num, background, blocks, inputs) in enumerate(todo):
             try:
-                drawn = renderer.text_layer(blocks, (page.shape[1], page.shape[0])) if blocks else None
+                drawn = renderer.text_layer(blocks, book.output.page_size_px) if blocks else None
             except FontLoadError as e:
                 raise InputError("bad_font", f"{str(e).rstrip('.')} for book {book.id}; replace "
                                              "the font files with working TTF, OTF, WOFF or WOFF2 "
                                              "files.") from None
+            page = decoded.result()
+            if drawn is not None and (page.shape[1], page.shape[0]) != tuple(book.output.page_size_px):
+                drawn = renderer.text_layer(blocks, (page.shape[1], page.shape[0]))  # an odd background
+            if i + 1 < len(todo):
+                decoded = pool.submit(decode_own_png, todo[i + 1][1])
             if drawn is not None:
-                composite(page, *drawn, bgr=True)
-            made.append(artifacts.put(store, page_key(job_id, num),
-                                      encode_png(page, book.output.dpi, bgr=True), "page_png", num,
-                                      inputs))
+                composite(page, *drawn)
+            if previous is not None:
+                made.append(store_page(store, job_id, *previous))
+            previous = (num, inputs, pool.submit(encode_png, page, book.output.dpi))
+        if previous is not None:
+            made.append(store_page(store, job_id, *previous))
         if renderer is not None and renderer.blocked_requests:
             print(f"render: blocked {len(renderer.blocked_requests)} request(s) that were not the "
                   f"book's: {', '.join(renderer.blocked_requests[:5])}", file=sys.stderr)
     return made
+
+
+def store_page(store: Store, job_id: str, num: int, inputs: str, encoded: Future):
+    return artifacts.put(store, page_key(job_id, num), encoded.result(), "page_png", num, inputs)
 
 
 def start_browser():

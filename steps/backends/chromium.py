@@ -34,7 +34,7 @@ import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from steps.backends.browser import LAUNCH_ARGS, find_chromium
 from steps.core.errors import SetupError, TransientError
@@ -95,7 +95,7 @@ class Browser:
         self._started = asyncio.run_coroutine_threadsafe(
             self._start(async_playwright, executable), self._loop)
 
-    def __enter__(self) -> "Browser":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -137,7 +137,7 @@ class Browser:
         except self._error_type:  # the page or the browser is gone: the waiting call says so
             pass
 
-    def open_tab(self) -> "Tab":
+    def open_tab(self) -> Tab:
         """The one tab (JavaScript off, transparent background, every request to ``on_request``),
         once the browser is up."""
         self._wait_started()
@@ -190,7 +190,7 @@ class Browser:
         self._closed = True
         try:
             self._started.result(CLOSE_TIMEOUT_S)  # a start under way finishes first
-        except Exception:  # noqa: BLE001 - closing anyway
+        except Exception:  # noqa: BLE001, S110 - closing anyway
             pass
         chromium = self.pid
         driver = _parent(chromium) if chromium else None
