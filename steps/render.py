@@ -5,7 +5,8 @@ One Chromium per step (driven by Playwright), the book's fonts via
 network are off: only the book's fonts are served. Writes ``layout/{job_id}/pages/page_XX.png``
 with the book's DPI. A page whose inputs are unchanged since it was made is kept (``page 3:
 unchanged, skipped``), and Chromium only starts if some page still needs text set — unless the
-local engine started the step early, when it boots before the go-ahead (see steps.runner).
+local engine started the step early, when the browser starts and loads the book's fonts before
+the go-ahead (see steps.runner).
 """
 
 from __future__ import annotations
@@ -68,9 +69,9 @@ def page_inputs(background: bytes, blocks: list, fonts: list, dpi: int) -> str:
 
 
 def render_pages(store: Store, job_id: str, loaded: LoadedBook, pages: list[int],
-                 browser=None) -> list:
-    """The chunk's final pages; ``browser``: a Chromium already started (else one is started
-    when a page needs text set)."""
+                 warm=None) -> list:
+    """The chunk's final pages; ``warm``: a TextRenderer already warmed up for this book (else
+    one is started when a page needs text set)."""
     from steps.backends.typesetter import FontLoadError, TextRenderer, composite
 
     record = read_job(store, job_id)
@@ -90,7 +91,10 @@ def render_pages(store: Store, job_id: str, loaded: LoadedBook, pages: list[int]
     # Chromium only starts when a page has text to set. Two helper threads decode the next
     # background and encode the previous page while the browser sets this page's text.
     needed = any(t[2] for t in todo)
-    with (TextRenderer(fonts, browser=browser) if needed else contextlib.nullcontext()) as renderer, \
+    if warm is not None and warm.fonts != fonts:  # warmed up for other fonts: of no use
+        warm.close()
+        warm = None
+    with ((warm or TextRenderer(fonts)) if needed else contextlib.nullcontext()) as renderer, \
             ThreadPoolExecutor(max_workers=2, thread_name_prefix="page") as pool:
         decoded = pool.submit(decode_own_png, todo[0][1]) if todo else None
         previous = None  # (num, inputs, the encoding of its final page)
@@ -123,19 +127,23 @@ def store_page(store: Store, job_id: str, num: int, inputs: str, encoded: Future
     return artifacts.put(store, page_key(job_id, num), encoded.result(), "page_png", num, inputs)
 
 
-def start_browser():
-    """Warm-up when the local engine starts this step early: Playwright and Chromium start
-    (1–2 s, in a thread of this process) while the chunk's backgrounds are still being made."""
-    from steps.backends.chromium import Browser
+def warm_up(args):
+    """When the local engine starts this step early: the browser started (Playwright and
+    Chromium, 1–2 s), the page size set and the book's fonts loaded in the shell document
+    while the chunk's backgrounds are still being made."""
+    from steps.backends.typesetter import TextRenderer
 
-    return Browser()
+    loaded = load_book(args.book)
+    renderer = TextRenderer(book_fonts(loaded)).__enter__()
+    renderer.warm_up(tuple(loaded.book.output.page_size_px))  # returns at once
+    return renderer
 
 
-def work(args, browser=None) -> None:
+def work(args, warm=None) -> None:
     store = open_store(args.store)
     loaded = load_book(args.book)
     pages = runner.parse_pages(args.pages)
-    made = render_pages(store, args.job_id, loaded, pages, browser)
+    made = render_pages(store, args.job_id, loaded, pages, warm)
     artifacts.record(store, args.job_id, made)
     artifacts.export(args.export, made, store)
 
@@ -145,7 +153,7 @@ def main() -> None:
     p.add_argument("--book", required=True)
     p.add_argument("--pages", required=True, help="page numbers of the chunk, e.g. 1,2,3")
     p.add_argument("--export", default="", help="also copy the pages to this folder")
-    runner.run("render", p.parse_args(), work, warm_up=start_browser)
+    runner.run("render", p.parse_args(), work, warm_up=warm_up, parse=p.parse_args)
 
 
 if __name__ == "__main__":

@@ -83,7 +83,7 @@ class Browser:
         self._error_type = Error
         self.timeout_s = timeout_s
         self.on_request = on_request
-        self.tab: Tab | None = None
+        self.tab = Tab(self)
         self._closed = False
         self._playwright = self._browser = self._page = self._cdp = None
         self._profile = tempfile.mkdtemp(prefix="bookjob-chromium-")
@@ -141,9 +141,32 @@ class Browser:
         """The one tab (JavaScript off, transparent background, every request to ``on_request``),
         once the browser is up."""
         self._wait_started()
-        if self.tab is None:
-            self.tab = Tab(self)
         return self.tab
+
+    def preload(self, url: str, size: tuple[int, int], function: str | None = None) -> None:
+        """In the background, as soon as the browser is up: set the viewport to ``size``, load
+        ``url``, evaluate ``function`` there and take a first (tiny) screenshot. Returns at
+        once; the next call waits for it. Where it fails, the tab is left as it was, for the
+        caller's own calls to redo (and report)."""
+        before, tab = self._started, self.tab
+
+        async def load() -> None:
+            await asyncio.wrap_future(before)
+            try:
+                await asyncio.wait_for(self._preload(url, size, function), self.timeout_s)
+            except (self._error_type, asyncio.TimeoutError):
+                return
+            tab.viewport, tab.url = size, url
+
+        self._started = asyncio.run_coroutine_threadsafe(load(), self._loop)
+
+    async def _preload(self, url: str, size: tuple[int, int], function: str | None) -> None:
+        await self._page.set_viewport_size({"width": size[0], "height": size[1]})
+        await self._page.goto(url, wait_until="load")
+        if function:
+            await self._page.evaluate(function)
+        await self._cdp.send("Page.captureScreenshot", {
+            "format": "png", "clip": {"x": 0, "y": 0, "width": 1, "height": 1, "scale": 1}})
 
     def _wait_started(self) -> None:
         if self._closed:
@@ -248,16 +271,19 @@ class Tab:
     def __init__(self, browser: Browser) -> None:
         self.browser = browser
         self.url = "about:blank"
+        self.viewport: tuple[int, int] | None = None
 
     def set_viewport(self, width: int, height: int) -> None:
-        page = self.browser._page
-        self.browser.call("set_viewport", lambda: page.set_viewport_size({"width": width, "height": height}))
+        self.browser.call("set_viewport", lambda: self.browser._page.set_viewport_size(
+            {"width": width, "height": height}))
+        self.viewport = (width, height)
 
     def goto(self, url: str) -> None:
         """Load ``url`` and wait for its load event."""
-        page, error_type = self.browser._page, self.browser._error_type
+        error_type = self.browser._error_type
 
         async def load() -> None:
+            page = self.browser._page
             try:
                 await page.goto(url, wait_until="load")
             except error_type as e:
@@ -280,9 +306,8 @@ class Tab:
         This runs through the protocol, not as a page script, so it works with scripts off.
         Never wait on timers or animation frames in ``function``: with scripts off they never fire.
         """
-        page = self.browser._page
         try:
-            return self.browser.call("evaluate", lambda: page.evaluate(function, arg))
+            return self.browser.call("evaluate", lambda: self.browser._page.evaluate(function, arg))
         except self.browser._error_type as e:
             message = _first_line(e).removeprefix("Page.evaluate: ")
             raise BrowserError(f"JavaScript failed in the page: {message}") from None
@@ -290,11 +315,10 @@ class Tab:
     def screenshot(self, clip: tuple[int, int, int, int]) -> bytes:
         """PNG of the region (x, y, width, height), transparent where nothing is drawn."""
         x, y, width, height = clip
-        cdp = self.browser._cdp
         params = {"format": "png", "clip": {"x": x, "y": y, "width": width, "height": height, "scale": 1},
                   "optimizeForSpeed": True}  # still lossless: faster zlib settings, larger PNG
         try:
-            result = self.browser.call("screenshot", lambda: cdp.send("Page.captureScreenshot", params))
+            result = self.browser.call("screenshot", lambda: self.browser._cdp.send("Page.captureScreenshot", params))
         except self.browser._error_type as e:
             raise BrowserError(f"Chromium could not take a screenshot: {_first_line(e)}") from None
         return base64.b64decode(result["data"])
