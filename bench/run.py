@@ -333,6 +333,27 @@ def report(results: dict) -> None:
                 print(f"    {name:<9}{policy:<7}{json.dumps(book[policy])}")
 
 
+def markdown(results: dict) -> str:
+    """The README's tables: where a 4-page job's time goes, and the cluster figures."""
+    spent = results["time_by_step_4_pages"]
+    total = results["wall_s_4_pages"]
+    lines = ["| step | seconds | share |", "| --- | ---: | ---: |"]
+    lines += [f"| {step} | {seconds:.2f} | {100 * seconds / total:.0f}% |" for step, seconds in spent.items()]
+    lines += [f"| **job** | **{total:.2f}** | |", ""]
+    lines += ["| book | backends, pages per task | routing | pods | GPU pods | Qwen2-VL loads | "
+              "ComfyUI loads | GPU-s held | GPU-s outside face transfer |",
+              "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for table in results["cluster"]:
+        setup = f"{table['face_backend']} + {table['analyzer']}, {table['pages_per_task'] or 'one chunk'}"
+        for name, book in table["books"].items():
+            for policy in ("before", "after"):
+                c = book[policy]
+                lines.append(f"| {name} | {setup} | {policy} | {c['pods']} | {c['gpu_pods']} | "
+                             f"{c['qwen2_vl_loads']} | {c['comfyui_loads']} | {c['gpu_s_held']:g} | "
+                             f"{c['gpu_s_outside_face_transfer']:g} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     results: dict = {"machine": {"cpus": os.cpu_count(), "load_average": os.getloadavg()}}
     results.update(floor_s_per_page())
@@ -348,6 +369,7 @@ def main() -> None:
     results["goals"] = GOALS
     RESULTS.write_text(json.dumps(results, indent=2))
     report(results)
+    print(markdown(results))
     print(f"written to {RESULTS.relative_to(ROOT)}")
 
 

@@ -154,7 +154,7 @@ class Browser:
             await asyncio.wrap_future(before)
             try:
                 await asyncio.wait_for(self._preload(url, size, function), self.timeout_s)
-            except (self._error_type, asyncio.TimeoutError):
+            except (self._error_type, TimeoutError):
                 return
             tab.viewport, tab.url = size, url
 

@@ -100,10 +100,27 @@ def load_photo(data: bytes) -> np.ndarray:
 
 def load_page(data: bytes, size: tuple[int, int], what: str = "page image") -> Image.Image:
     """An illustration as RGB at exactly ``size`` (width, height)."""
-    image = to_rgb(_open(data, what))
+    image = _plain_png(data) or to_rgb(_open(data, what))
     if image.size != tuple(size):
         image = image.resize(tuple(size), Image.Resampling.LANCZOS)
     return image
+
+
+def _plain_png(data: bytes) -> Image.Image | None:
+    """An 8-bit RGB PNG without transparency (what illustrations usually are), decoded by
+    libpng through OpenCV: the same pixels as Pillow's decoder in about half the time. None for
+    anything else (and for anything OpenCV cannot read), which Pillow then decodes or refuses."""
+    if len(data) < 33 or not data.startswith(PNG_SIGNATURE) or data[12:16] != b"IHDR":
+        return None
+    width, height, depth, colour = struct.unpack(">IIBB", data[16:26])
+    if (depth, colour) != (8, 2) or width * height > MAX_PIXELS or b"tRNS" in data[:1 << 16]:
+        return None
+    import cv2
+
+    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    if pixels is None or pixels.shape[:2] != (height, width):
+        return None
+    return Image.fromarray(cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB, dst=pixels))
 
 
 def decode_own_png(data: bytes) -> np.ndarray:
