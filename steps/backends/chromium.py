@@ -274,8 +274,11 @@ class Tab:
         self.viewport: tuple[int, int] | None = None
 
     def set_viewport(self, width: int, height: int) -> None:
-        self.browser.call("set_viewport", lambda: self.browser._page.set_viewport_size(
-            {"width": width, "height": height}))
+        try:
+            self.browser.call("set_viewport", lambda: self.browser._page.set_viewport_size(
+                {"width": width, "height": height}))
+        except self.browser._error_type as e:
+            raise BrowserError(f"Chromium could not set its viewport: {_first_line(e)}") from None
         self.viewport = (width, height)
 
     def goto(self, url: str) -> None:
