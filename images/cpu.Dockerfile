@@ -40,7 +40,7 @@ RUN apt-get update \
        --shell /usr/sbin/nologin bookjob
 COPY --from=build /opt/venv /opt/venv
 # HOME=/tmp: the pods' only writable path is the /tmp emptyDir (read-only root filesystem).
-# Chromium comes from Debian; the render step drives it over the DevTools pipe (no Node.js).
+# Chromium comes from Debian; the render step drives it with Playwright (its wheel brings Node.js).
 ENV PATH=/opt/venv/bin:$PATH \
     HOME=/tmp \
     BOOKJOB_CHROMIUM=/usr/bin/chromium \

@@ -25,10 +25,13 @@ from steps.core.settings import settings
 
 # Imported once in the fork server; every step child starts with them loaded. The CLI is there
 # because multiprocessing re-runs the parent's main script (for `bookjob`, an import of the CLI)
-# in each child; boto3 only when the store is on S3.
+# in each child; boto3 only when the store is on S3. Playwright (its Python side: no thread, no
+# driver until a browser starts) and the PNG codec's ISA-L are there for the render step; a
+# module that is not installed is skipped by the fork server.
 PRELOAD = ["numpy", "PIL.Image", "PIL.PngImagePlugin", "yaml", "pydantic", "steps.core.job",
            "steps.core.manifest", "steps.core.images", "steps.core.store", "steps.runner", "steps.core.artifacts",
-           "cv2", "img2pdf", "pipeline.cli"]
+           "cv2", "img2pdf", "isal.isal_zlib", "playwright.async_api", "steps.backends.typesetter",
+           "pipeline.cli"]
 S3_PRELOAD = ["boto3", "botocore.client"]
 
 
@@ -119,9 +122,27 @@ class WarmLauncher(_Launcher):
         return Started(wait, out, err)
 
 
-def launcher(s3: bool = False) -> ExecLauncher | WarmLauncher:
+def start_early(s3: bool = False) -> None:
+    """Start the fork server now (it imports :data:`PRELOAD`, about a second, in its own
+    process) so that it is ready by the time the engine starts its first step; the CLI calls
+    this before it checks the job. Nothing when steps will be fresh interpreters."""
+    if _warm():
+        from multiprocessing import forkserver
+
+        multiprocessing.get_context("forkserver").set_forkserver_preload(_preload(s3))
+        forkserver.ensure_running()
+
+
+def _warm() -> bool:
     """Warm unless ``BOOKJOB_LAUNCH=exec``, or the main script cannot be re-run (``python -``)."""
     main = getattr(sys.modules.get("__main__"), "__file__", None)
-    if settings().launch == "exec" or (main is not None and not Path(main).is_file()):
-        return ExecLauncher()
-    return WarmLauncher(PRELOAD + (S3_PRELOAD if s3 else []))
+    return not (settings().launch == "exec" or (main is not None and not Path(main).is_file()))
+
+
+def _preload(s3: bool) -> list[str]:
+    return PRELOAD + (S3_PRELOAD if s3 else [])
+
+
+def launcher(s3: bool = False) -> ExecLauncher | WarmLauncher:
+    """A warm launcher (see :func:`_warm`), else fresh interpreters."""
+    return WarmLauncher(_preload(s3)) if _warm() else ExecLauncher()

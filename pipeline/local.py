@@ -5,7 +5,9 @@ dependency order; the per-chunk steps of a pass run as one chain per chunk, chun
 parallel up to the number of cores. When a core would be left idle (fewer chunks than cores),
 each step of a chain is started while the one before it runs and waits for the go-ahead
 (:data:`steps.protocol.GO_FILE`), so its start-up (the render step's browser) runs on that core
-meanwhile; with every core busy it would only compete with the work. Transient failures are
+meanwhile; with every core busy it would only compete with the work. In a job of two passes
+the next pass's first render step starts as soon as this pass's pages are made (its arguments
+come with the go-ahead), so its browser boots while this pass assembles. Transient failures are
 retried as the spec says; exit code 3 (bad input) is not. A step's output goes to ``jobs/{job_id}/logs/`` in the store.
 """
 
@@ -15,6 +17,7 @@ import json
 import os
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -54,12 +57,14 @@ class EarlyStart:
     """A step started before the step it follows has finished; it waits for :meth:`go`."""
 
     def __init__(self, launcher, step: Step, values: dict[str, str], scratch: Path) -> None:
+        self.step = step
         self.path = scratch / f"go-{uuid.uuid4().hex}"
         self.started: Started = launcher.start(step.module, step.argv(values),
                                                {GO_FILE: str(self.path)})
 
-    def go(self) -> Started:
-        say(self.path, "go")
+    def go(self, argv: list[str]) -> Started:
+        """Go ahead, with the step's arguments (it may have been started before they were known)."""
+        say(self.path, "go", argv)
         return self.started
 
     def cancel(self) -> None:
@@ -74,6 +79,16 @@ class StepFailed(Exception):
         self.message = message
 
 
+def chunk_chain(steps: list[Step]) -> list[Step]:
+    """The longest chain of steps over one fan-out list (backgrounds, render): where starting a
+    step early pays (its warm-up runs while the step before it works)."""
+    groups: dict[str, list[Step]] = {}
+    for step in steps:
+        if step.fan_out:
+            groups.setdefault(step.fan_out, []).append(step)
+    return max(groups.values(), key=len, default=[])
+
+
 class LocalEngine:
     def __init__(self, store: Store, params: dict[str, str], progress: Progress = lambda _: None,
                  workers: int | None = None, retry_delay_s: float = 0.5) -> None:
@@ -83,19 +98,46 @@ class LocalEngine:
         self.workers = workers or os.cpu_count() or 1
         self.retry_delay_s = retry_delay_s
         self.runs: list[StepRun] = []
+        self._lock = threading.Lock()
+        self._ahead: EarlyStart | None = None
 
     def run(self, stage: str) -> list[StepRun]:
         """Run every pass of ``stage``; raises :class:`StepFailed` after marking the job failed."""
         self.launcher = launcher(s3=isinstance(self.store, S3Store))
+        self._ahead = None
+        passes = PASSES[stage]
         try:
             with tempfile.TemporaryDirectory(prefix="bookjob-") as scratch:
-                for pass_stage in PASSES[stage]:
-                    self._run_pass(pass_stage, Path(scratch))
+                try:
+                    for i, pass_stage in enumerate(passes):
+                        self._run_pass(pass_stage, Path(scratch), passes[i + 1:])
+                finally:
+                    if self._ahead is not None:
+                        self._ahead.cancel()
         finally:
             self.launcher.close()
         return self.runs
 
-    def _run_pass(self, pass_stage: str, scratch: Path) -> None:
+    def _start_ahead(self, next_pass: str, scratch: Path) -> None:
+        """Start the next pass's first early-started step (the render step: its browser) now,
+        while this pass assembles and finalizes; its arguments come with the go-ahead."""
+        chain = chunk_chain([s for s in steps_for(next_pass) if not s.skipped(self.params)])
+        if len(chain) > 1:
+            values = {**PARAMETERS, **self.params, "pass_stage": next_pass, "export_dir": "",
+                      "gpu_face_backends": "", "pages": ""}
+            for step in steps_for(next_pass):
+                values.update({p.strip("{}"): "" for p in step.outputs.values()})
+            self._ahead = EarlyStart(self.launcher, chain[1], values, scratch)
+
+    def _take_ahead(self, step: Step) -> EarlyStart | None:
+        with self._lock:
+            ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead.step is not step:
+            ahead.cancel()
+            return None
+        return ahead
+
+    def _run_pass(self, pass_stage: str, scratch: Path, later: tuple[str, ...] = ()) -> None:
         # The same plan as on a cluster; no face backend runs on a GPU here, so the `faces`
         # list is empty and every page is made by the CPU steps. Parameters a caller leaves
         # out take their defaults, as on Argo.
@@ -106,12 +148,15 @@ class LocalEngine:
             for placeholder in step.outputs.values():
                 values[placeholder.strip("{}")] = str(scratch / f"{pass_stage}-{placeholder.strip('{}')}.json")
         lists = {out: placeholder.strip("{}") for s in ordered for out, placeholder in s.outputs.items()}
+        main_chain = chunk_chain(ordered)
         for step in ordered:
             if step.fan_out:
                 chain = [s for s in ordered if s.fan_out == step.fan_out]
                 if step is chain[0]:
                     chunks = json.loads(Path(values[lists[step.fan_out]]).read_text())
                     self._run_chunks(chain, chunks, values, scratch)
+                    if later and chain == main_chain:
+                        self._start_ahead(later[0], scratch)
                 continue
             self._run_step(step, values, None)
 
@@ -123,8 +168,9 @@ class LocalEngine:
             chunk_values = {**values, "pages": pages}
             early = None
             for i, step in enumerate(chain):
-                following = (EarlyStart(self.launcher, chain[i + 1], chunk_values, scratch)
-                             if spare_core and i + 1 < len(chain) else None)
+                following = self._take_ahead(chain[i + 1]) if i + 1 < len(chain) else None
+                if following is None and spare_core and i + 1 < len(chain):
+                    following = EarlyStart(self.launcher, chain[i + 1], chunk_values, scratch)
                 try:
                     self._run_step(step, chunk_values, pages, early)
                 except BaseException:
@@ -146,7 +192,7 @@ class LocalEngine:
         started = time.perf_counter()
         for attempt in range(1, step.retries + 2):
             if attempt == 1 and early is not None:
-                done = early.go().wait()
+                done = early.go(command[3:]).wait()
             else:
                 done = self.launcher.run(step.module, command[3:])
             if done.returncode in (0, EXIT_INPUT) or attempt > step.retries:

@@ -11,7 +11,8 @@ A step is ``python -m steps.<name> ARGS``. What comes back to the engine:
   ``<what>: unchanged, skipped`` for work a re-run found already done;
 - the **go-file handshake**: an engine may start a step early with ``$BOOKJOB_GO_FILE`` set;
   the step warms up, then waits until that file says ``go`` (or ``stop``: it exits doing
-  nothing). The engine writes the word atomically with :func:`say`.
+  nothing). The engine writes the word atomically with :func:`say`; a ``go`` may carry the
+  step's arguments on a second line (JSON), for a step started before they were known.
 """
 
 from __future__ import annotations
@@ -63,11 +64,18 @@ def unchanged_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.endswith(UNCHANGED)]
 
 
-def say(path: Path, word: str) -> None:
-    """Engine side of the handshake: write ``go`` or ``stop`` so the step never reads half a word."""
+def say(path: Path, word: str, argv: list[str] | None = None) -> None:
+    """Engine side of the handshake: write ``go`` (with the step's arguments, if given) or
+    ``stop``, atomically, so the step never reads half a word."""
     temporary = path.with_suffix(".tmp")
-    temporary.write_text(word)
+    temporary.write_text(word if argv is None else f"{word}\n{json.dumps(argv)}")
     temporary.replace(path)
+
+
+def go_arguments(path: str) -> list[str] | None:
+    """The arguments a ``go`` carried, or None if it carried none."""
+    _, _, argv = Path(path).read_text().partition("\n")
+    return json.loads(argv) if argv else None
 
 
 def wait_for_go(path: str, parent: int, poll_s: float = 0.005) -> bool:
@@ -76,7 +84,7 @@ def wait_for_go(path: str, parent: int, poll_s: float = 0.005) -> bool:
     was removed)."""
     while True:
         try:
-            return Path(path).read_text() == "go"
+            return Path(path).read_text().partition("\n")[0] == "go"
         except FileNotFoundError:
             if os.getppid() != parent or not Path(path).parent.is_dir():
                 return False

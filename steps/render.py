@@ -1,11 +1,12 @@
 """Step ``render``: the text layers of each page of a chunk, set over its background.
 
-One Chromium per step (driven over the DevTools protocol), the book's fonts via
+One Chromium per step (driven by Playwright), the book's fonts via
 ``@font-face``, every value escaped, text shrunk to fit its box. The page's own scripts and the
 network are off: only the book's fonts are served. Writes ``layout/{job_id}/pages/page_XX.png``
 with the book's DPI. A page whose inputs are unchanged since it was made is kept (``page 3:
 unchanged, skipped``), and Chromium only starts if some page still needs text set — unless the
-local engine started the step early, when it boots before the go-ahead (see steps.runner).
+local engine started the step early, when the browser starts and loads the book's fonts before
+the go-ahead (see steps.runner).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import sys
+from concurrent.futures import Future, ThreadPoolExecutor
 
 
 from steps import runner
@@ -76,9 +78,9 @@ def page_inputs(background: bytes, blocks: list, fonts: list, dpi: int) -> str:
 
 
 def render_pages(store: Store, job_id: str, loaded: LoadedBook, pages: list[int],
-                 browser=None) -> list:
-    """The chunk's final pages; ``browser``: a Chromium already started (else one is started
-    when a page needs text set)."""
+                 warm=None) -> list:
+    """The chunk's final pages; ``warm``: a TextRenderer already warmed up for this book (else
+    one is started when a page needs text set)."""
     from steps.backends.typesetter import FontLoadError, TextRenderer, composite
 
     record = read_job(store, job_id)
@@ -96,24 +98,36 @@ def render_pages(store: Store, job_id: str, loaded: LoadedBook, pages: list[int]
             made.append(kept)
         else:
             todo.append((num, background, blocks, inputs))
-    # Chromium only starts when a page has text to set.
+    # Chromium only starts when a page has text to set. Two helper threads decode the next
+    # background and encode the previous page while the browser sets this page's text.
     needed = any(t[2] for t in todo)
-    with (TextRenderer(fonts, browser=browser) if needed else contextlib.nullcontext()) as renderer:
-        for done, (num, background, blocks, inputs) in enumerate(todo):
-            runner.report_progress(len(pages) - len(todo) + done, len(pages))
-            # OpenCV's BGR array: decoded and encoded without Pillow's repacking of whole pages
-            page = decode_own_png(background)
+    if warm is not None and warm.fonts != fonts:  # warmed up for other fonts: of no use
+        warm.close()
+        warm = None
+    with ((warm or TextRenderer(fonts)) if needed else contextlib.nullcontext()) as renderer, \
+            ThreadPoolExecutor(max_workers=2, thread_name_prefix="page") as pool:
+        decoded = pool.submit(decode_own_png, todo[0][1]) if todo else None
+        previous = None  # (num, inputs, the encoding of its final page)
+        for i, (num, background, blocks, inputs) in enumerate(todo):
+            runner.report_progress(len(pages) - len(todo) + i, len(pages))
             try:
-                drawn = renderer.text_layer(blocks, (page.shape[1], page.shape[0])) if blocks else None
+                drawn = renderer.text_layer(blocks, book.output.page_size_px) if blocks else None
             except FontLoadError as e:
                 raise InputError("bad_font", f"{str(e).rstrip('.')} for book {book.id}; replace "
                                              "the font files with working TTF, OTF, WOFF or WOFF2 "
                                              "files.") from None
+            page = decoded.result()
+            if drawn is not None and (page.shape[1], page.shape[0]) != tuple(book.output.page_size_px):
+                drawn = renderer.text_layer(blocks, (page.shape[1], page.shape[0]))  # an odd background
+            if i + 1 < len(todo):
+                decoded = pool.submit(decode_own_png, todo[i + 1][1])
             if drawn is not None:
-                composite(page, *drawn, bgr=True)
-            made.append(artifacts.put(store, page_key(job_id, num),
-                                      encode_png(page, book.output.dpi, bgr=True), "page_png", num,
-                                      inputs))
+                composite(page, *drawn)
+            if previous is not None:
+                made.append(store_page(store, job_id, *previous))
+            previous = (num, inputs, pool.submit(encode_png, page, book.output.dpi))
+        if previous is not None:
+            made.append(store_page(store, job_id, *previous))
         if renderer is not None and renderer.blocked_requests:
             print(f"render: blocked {len(renderer.blocked_requests)} request(s) that were not the "
                   f"book's: {', '.join(renderer.blocked_requests[:5])}", file=sys.stderr)
@@ -121,25 +135,27 @@ def render_pages(store: Store, job_id: str, loaded: LoadedBook, pages: list[int]
     return made
 
 
-def start_browser():
-    """Warm-up when the local engine starts this step early: Chromium boots (about half a
-    second) while the chunk's backgrounds are still being made."""
-    from steps.backends.chromium import Browser
-
-    browser = Browser()
-    try:
-        browser.open_tab()
-    except BaseException:
-        browser.close()
-        raise
-    return browser
+def store_page(store: Store, job_id: str, num: int, inputs: str, encoded: Future):
+    return artifacts.put(store, page_key(job_id, num), encoded.result(), "page_png", num, inputs)
 
 
-def work(args, browser=None) -> None:
+def warm_up(args):
+    """When the local engine starts this step early: the browser started (Playwright and
+    Chromium, 1–2 s), the page size set and the book's fonts loaded in the shell document
+    while the chunk's backgrounds are still being made."""
+    from steps.backends.typesetter import TextRenderer
+
+    loaded = load_book(args.book)
+    renderer = TextRenderer(book_fonts(loaded)).__enter__()
+    renderer.warm_up(tuple(loaded.book.output.page_size_px))  # returns at once
+    return renderer
+
+
+def work(args, warm=None) -> None:
     store = open_store(args.store)
     loaded = load_book(args.book)
     pages = runner.parse_pages(args.pages)
-    made = render_pages(store, args.job_id, loaded, pages, browser)
+    made = render_pages(store, args.job_id, loaded, pages, warm)
     artifacts.record(store, args.job_id, made)
     artifacts.export(args.export, made, store)
 
@@ -149,7 +165,7 @@ def main() -> None:
     p.add_argument("--book", required=True)
     p.add_argument("--pages", required=True, help="page numbers of the chunk, e.g. 1,2,3")
     p.add_argument("--export", default="", help="also copy the pages to this folder")
-    runner.run("render", p.parse_args(), work, warm_up=start_browser)
+    runner.run("render", p.parse_args(), work, warm_up=warm_up, parse=p.parse_args)
 
 
 if __name__ == "__main__":

@@ -24,8 +24,8 @@ from steps.core import faults
 from steps.core.errors import InputError, SetupError, TransientError
 from steps.core.job import JOB_ID, JobNotFound, mark_failed
 from steps.core.store import StoreError, open_store
-from steps.protocol import (EXIT_FAILURE, EXIT_INPUT, EXIT_OK, GO_FILE, error_line, timing_line,
-                            wait_for_go)
+from steps.protocol import (EXIT_FAILURE, EXIT_INPUT, EXIT_OK, GO_FILE, error_line, go_arguments,
+                            timing_line, wait_for_go)
 
 
 def parser(step: str, description: str) -> argparse.ArgumentParser:
@@ -60,11 +60,14 @@ def report_progress(done: int, total: int) -> None:
 
 
 def run(step: str, args: argparse.Namespace, work: Callable[..., None],
-        warm_up: Callable[[], Any] | None = None) -> None:
+        warm_up: Callable[[argparse.Namespace], Any] | None = None,
+        parse: Callable[[list[str]], argparse.Namespace] | None = None) -> None:
     """Run a step's work and exit with the code the engines understand.
 
-    With ``warm_up``, ``work(args, warm)`` gets what it made (it must have a ``close()``) when
-    the engine started the step early, else None; a warm-up that fails is simply not used.
+    With ``warm_up``, ``work(args, warm)`` gets what ``warm_up(args)`` made (it must return at
+    once, its work going on in the background, and have a ``close()``) when the engine started
+    the step early, else None; a warm-up that fails is simply not used. With ``parse``, the
+    go-ahead may bring the step's arguments (they replace ``args``).
     """
     parent = os.getppid()
     warm = None
@@ -72,13 +75,16 @@ def run(step: str, args: argparse.Namespace, work: Callable[..., None],
     if go:
         if warm_up is not None:
             try:
-                warm = warm_up()
+                warm = warm_up(args)
             except Exception:  # noqa: BLE001 - the work starts its own and reports properly
                 warm = None
         if not wait_for_go(go, parent):
             if warm is not None:
                 warm.close()
             sys.exit(EXIT_OK)
+        argv = go_arguments(go) if parse is not None else None
+        if argv is not None:
+            args = parse(argv)
     started = time.perf_counter()
     code = EXIT_OK
     faults.arm(step)

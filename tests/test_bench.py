@@ -6,10 +6,10 @@ import numpy as np
 from PIL import Image
 
 from bench.run import DEMO, full_page_screenshot, pods_per_stage
+from steps.backends.typesetter import TextRenderer
 from steps.core.manifest import load_book
 from steps.core.messages import Child
 from steps.render import blocks_for, book_fonts
-from steps.backends.typesetter import TextRenderer
 
 
 def test_the_full_page_baseline_makes_the_same_page_as_the_text_layer():
@@ -30,3 +30,33 @@ def test_the_full_page_baseline_makes_the_same_page_as_the_text_layer():
 def test_pods_per_stage_are_counted_from_the_spec():
     pods = pods_per_stage()
     assert pods["4"] == pods["24"] == {"prepay": 6, "postpay": 5}
+
+
+def test_the_cluster_cost_model_counts_pods_loads_and_gpu_seconds_by_hand():
+    """Two passes: prepay [1, 2] (page 1 has a face), postpay [3, 4, 5] (page 5 has a face),
+    two pages per chunk. Counted by hand from the spec: per pass plan, assemble, finalize
+    (analyze in prepay only), and per chunk backgrounds + render."""
+    from bench.cluster import CostModel, cluster_cost
+
+    m = CostModel(pod_start_s=1, qwen_load_s=10, comfyui_load_s=100, analysis_s=2,
+                  face_page_s=1000, classic_face_page_s=5, plain_page_s=0.5)
+    stages = {"prepay": [1, 2], "postpay": [3, 4, 5]}
+    faces = {1, 5}
+    # chunks: [1,2] | [3,4] [5]; CPU pods: 2 plans, 2 assembles, 2 finalizes, 3 renders = 9
+    before = cluster_cost(faces, stages, 2, "comfyui", "qwen2-vl", "before", m)
+    assert before["pods"] == 9 + 1 + 3 and before["gpu_pods"] == 1 + 3
+    assert before["qwen2_vl_loads"] == 1 and before["comfyui_loads"] == 3
+    # analyze 1+10+2; each backgrounds pod 1+100; pages 2, 3, 4 plain; 1 and 5 face transfer
+    assert before["gpu_s_held"] == 13 + 3 * 101 + 3 * 0.5 + 2 * 1000
+    assert before["gpu_s_outside_face_transfer"] == 13 + 3 * 101 + 3 * 0.5
+    # after: chunk [1,2] -> GPU pod for 1 and CPU pod for 2; [3,4] CPU only; [5] GPU only
+    after = cluster_cost(faces, stages, 2, "comfyui", "qwen2-vl", "after", m)
+    assert after["pods"] == 9 + 1 + 4 and after["gpu_pods"] == 1 + 2
+    assert after["comfyui_loads"] == 2
+    assert after["gpu_s_outside_face_transfer"] == 13 + 2 * 101
+    # the classic backend needs no GPU for backgrounds at all after routing
+    classic = cluster_cost(faces, stages, 2, "classic", "heuristic", "after", m)
+    assert classic["gpu_pods"] == 1 and classic["comfyui_loads"] == classic["qwen2_vl_loads"] == 0
+    assert classic["gpu_s_held"] == 1
+    classic_before = cluster_cost(faces, stages, 2, "classic", "heuristic", "before", m)
+    assert classic_before["gpu_pods"] == 4 and classic_before["gpu_s_held"] == 1 + 3 * 1 + 3 * 0.5 + 2 * 5

@@ -129,3 +129,30 @@ def test_print_png_is_lossless_valid_and_filtered_up(photo, mode):
     assert {raw[i] for i in range(0, len(raw), row)} == {2}  # PNG filter type 2, "Up", on every row
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(encode_png(np.asarray(expected), 150)))),
                           np.asarray(expected))  # arrays too
+
+
+def test_plain_pngs_decode_through_libpng_with_pillows_pixels(photo):
+    """8-bit RGB PNGs (most illustrations) take OpenCV's decoder: same pixels as Pillow's; any
+    other PNG, and one OpenCV cannot read, goes to Pillow (which refuses a broken one)."""
+    from steps.core.images import _plain_png
+
+    rgb = png_bytes(photo.convert("RGB"))
+    fast = _plain_png(rgb)
+    assert fast is not None and np.array_equal(np.asarray(fast), np.asarray(photo.convert("RGB")))
+    assert np.array_equal(np.asarray(load_page(rgb, photo.size)), np.asarray(photo.convert("RGB")))
+    for other in (photo.convert("RGBA"), photo.convert("L"), photo.convert("P")):
+        assert _plain_png(png_bytes(other)) is None
+    truncated = rgb[:len(rgb) // 2]
+    assert _plain_png(truncated) is None
+    with pytest.raises(InputError) as e:
+        load_page(truncated, photo.size)
+    assert e.value.reason == "bad_image"
+
+
+def test_own_pngs_decode_to_the_pixels_encoded(photo):
+    from steps.core.images import decode_own_png
+
+    pixels = np.asarray(photo.convert("RGB"))
+    assert np.array_equal(decode_own_png(encode_png(pixels, 300)), pixels)
+    # a PNG of another encoder (Pillow's filters) decodes the same through OpenCV
+    assert np.array_equal(decode_own_png(png_bytes(photo.convert("RGB"))), pixels)

@@ -68,6 +68,21 @@ def test_a_step_told_to_go_does_its_work(tmp_path):
     assert "nobody-1" in err
 
 
+def test_a_go_ahead_may_bring_the_arguments(tmp_path):
+    """A step started before its arguments were known (the next pass's render step) does its
+    work with the ones the go-ahead brings."""
+    from steps.protocol import say as engine_says
+
+    go = tmp_path / "go"
+    step = render_step(go, tmp_path / "store")
+    argv = ["--store", str(tmp_path / "store"), "--job-id", "nobody-2", "--book",
+            str(ROOT / "pipeline" / "demo" / "book"), "--pages", "2"]
+    engine_says(go, "go", argv)
+    _, err = step.communicate(timeout=60)
+    assert TIMING_PREFIX in err and step.returncode == 1
+    assert "nobody-2" in err and "nobody-1" not in err
+
+
 def test_an_orphaned_step_gives_up(tmp_path):
     """If the engine dies before the go-ahead, the waiting step exits instead of waiting forever."""
     go, pid_file = tmp_path / "go", tmp_path / "pid"

@@ -45,9 +45,11 @@ def run(
     as_json: JsonOpt = False,
 ) -> None:
     """Run a book job on this machine (the embedded engine)."""
+    from pipeline.launch import start_early
     from pipeline.local import LocalEngine, StepFailed
 
     target = store_at(store)
+    start_early(s3=target.uri.startswith("s3://"))  # the step server starts while we check the job
     params = prepare_job(target, book, photo, name, age, gender, stage, job_id, randomize_seed,
                          pages_per_task, language, dedication)
     params |= backends(analyzer, analyzer_model, face_backend, comfyui_url, local_backends())

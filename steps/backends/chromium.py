@@ -1,88 +1,71 @@
-"""Headless Chromium driven over the DevTools protocol on a pipe.
+"""Headless Chromium driven through Playwright, behind a small synchronous façade.
 
 The render step needs a handful of browser calls per page: load a document, evaluate a
-function, screenshot a region, answer the page's requests. It speaks the Chrome DevTools
-Protocol (CDP) to Chromium directly, over the pipe Chromium opens with
-``--remote-debugging-pipe`` (fd 3 in, fd 4 out, messages are JSON ending in a NUL byte) — the
-same transport Playwright uses under its Node.js driver. Without the driver a browser is ready
-in about a third of the time (see README, "Speed"), which a render step pays on every run.
+function, screenshot a region, answer the page's requests. Playwright (its async API) runs on
+an event loop in a daemon thread of the step; :class:`Browser` and :class:`Tab` hand each call
+to that loop and wait for it with a deadline. So:
 
-:class:`Browser` launches Chromium (returning at once; the first call waits for it) and opens
-one :class:`Tab`. Every call has a deadline; a browser that dies or stops answering raises
-:class:`BrowserError`, which the step reports as a crash, so the engines retry it.
+- :class:`Browser` returns at once: Playwright's driver and Chromium start (about 1–2 s) while
+  the caller does other work (waits for the go-ahead, decodes its first page); the first call
+  waits for them;
+- every call has a deadline (Playwright has none for ``evaluate`` or protocol calls), and a
+  browser that dies, or stops answering, raises :class:`BrowserError`, which the step reports
+  as a transient failure, so the engines retry it;
+- page scripts are off (``java_script_enabled=False``) while :meth:`Tab.evaluate` still runs
+  our functions; every request of the page goes to ``on_request`` (answered from memory or
+  blocked);
+- the driver's temporary folder (Chromium's profile among it) is a folder of ours, removed
+  on :meth:`Browser.close` even when Chromium or the driver crashed.
+
+Screenshots go through a DevTools session of the page (``Page.captureScreenshot`` with
+``optimizeForSpeed``: still lossless, about twice as fast as ``page.screenshot`` at print size).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
-import json
+import concurrent.futures
+import errno
 import os
-import select
 import shutil
-import subprocess
-import sys
+import signal
 import tempfile
-import time
+import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
+from steps.backends.browser import LAUNCH_ARGS, find_chromium
 from steps.core.errors import SetupError, TransientError
-from steps.core.settings import settings
 
-# What this workplace's machines and pods need, then what keeps a headless browser quiet,
-# deterministic (sRGB screenshots) and free of background work.
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--disable-component-update", "--no-first-run",
-               # pods get a 64 MiB /dev/shm, too small for print-size pages
-               "--disable-dev-shm-usage",
-               "--headless", "--hide-scrollbars", "--mute-audio", "--force-color-profile=srgb",
-               "--disable-extensions", "--disable-default-apps", "--disable-breakpad",
-               "--disable-sync", "--no-default-browser-check", "--no-service-autorun",
-               "--password-store=basic", "--use-mock-keychain", "--metrics-recording-only",
-               "--disable-features=Translate,MediaRouter,OptimizationHints,AutofillServerCommunication"]
-NO_CHROMIUM = ("No Chromium found: install Debian's 'chromium' package or set BOOKJOB_CHROMIUM "
-               "to a Chromium executable.")
 CALL_TIMEOUT_S = 60.0
+START_TIMEOUT_S = 60.0  # a loaded machine may take several seconds
+CLOSE_TIMEOUT_S = 10.0
+ERROR_PAGE_TIMEOUT_MS = 2000
+NO_PLAYWRIGHT = ("Playwright is not installed: install bookjob's render extra "
+                 "(pip install 'bookjob[render]').")
 
 # A request the page makes -> (status, MIME type, body), or None to block it.
 RequestHandler = Callable[[str], "tuple[int, str, bytes] | None"]
+
+# The driver takes its environment (TMPDIR: where Chromium's profile goes) from os.environ
+# when it starts; browsers starting in several threads take turns.
+_ENVIRON = threading.Lock()
 
 
 class BrowserError(TransientError):
     """Chromium failed, died or stopped answering."""
 
 
-def _playwright_chromium() -> str | None:
-    """The browser `playwright install chromium` put in Playwright's cache, if any (Linux, macOS)."""
-    base = os.environ.get("PLAYWRIGHT_BROWSERS_PATH", "")
-    if not base or base == "0":
-        cache = Path.home() / "Library" / "Caches" if sys.platform == "darwin" else Path.home() / ".cache"
-        base = str(Path(os.environ.get("XDG_CACHE_HOME", cache)) / "ms-playwright")
-    patterns = ["chromium-*/chrome-linux*/chrome",
-                "chromium-*/chrome-mac*/Chromium.app/Contents/MacOS/Chromium",
-                "chromium-*/chrome-mac*/Google Chrome for Testing.app/Contents/MacOS/Google Chrome for Testing"]
-    found = sorted(p for pattern in patterns for p in Path(base).glob(pattern) if p.is_file())
-    return str(found[-1]) if found else None
+def _gone(error: Exception) -> bool:
+    text = str(error)
+    return (type(error).__name__ == "TargetClosedError" or "has been closed" in text
+            or "connection closed" in text.lower())
 
 
-def find_chromium() -> str:
-    """The Chromium to launch: $BOOKJOB_CHROMIUM, else Playwright's own if one is installed,
-    else the system's."""
-    env = settings().chromium
-    if env:
-        if not Path(env).is_file():
-            raise SetupError(f"BOOKJOB_CHROMIUM is set to {env!r}, but no such file exists; "
-                             "point it at a Chromium executable or unset it.")
-        return env
-    found = _playwright_chromium()
-    if found:
-        return found
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        found = shutil.which(name)
-        if found:
-            return found
-    raise SetupError(NO_CHROMIUM)
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 class Browser:
@@ -90,195 +73,255 @@ class Browser:
 
     def __init__(self, executable: str | None = None, on_request: RequestHandler | None = None,
                  timeout_s: float = CALL_TIMEOUT_S) -> None:
+        executable = executable or find_chromium()
+        if not Path(executable).is_file():
+            raise FileNotFoundError(errno.ENOENT, "No Chromium executable", executable)
+        try:
+            from playwright.async_api import Error, async_playwright
+        except ImportError:
+            raise SetupError(NO_PLAYWRIGHT) from None
+        self._error_type = Error
         self.timeout_s = timeout_s
         self.on_request = on_request
+        self.tab = Tab(self)
+        self._closed = False
+        self._playwright = self._browser = self._page = self._cdp = None
         self._profile = tempfile.mkdtemp(prefix="bookjob-chromium-")
-        to_browser_r, self._out = os.pipe()
-        self._in, from_browser_w = os.pipe()
-        try:
-            self._process = subprocess.Popen(
-                [executable or find_chromium(), *LAUNCH_ARGS, "--remote-debugging-pipe",
-                 f"--user-data-dir={self._profile}", "about:blank"],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                # Python's own descriptors are not inheritable: only fd 3 and 4 reach Chromium.
-                close_fds=False, preexec_fn=lambda: _pipe_fds(to_browser_r, from_browser_w))
-        except BaseException:
-            for fd in (self._out, self._in):
-                os.close(fd)
-            shutil.rmtree(self._profile, ignore_errors=True)
-            raise
-        finally:
-            os.close(to_browser_r)
-            os.close(from_browser_w)
-        self._buffer = b""
-        self._next_id = 0
-        self._events: list[dict] = []
-        self.tab: Tab | None = None
+        self._loop = asyncio.new_event_loop()
+        # a driver that died leaves futures nobody awaits: the calls report it, not asyncio
+        self._loop.set_exception_handler(lambda loop, context: None)
+        self._thread = threading.Thread(target=self._loop.run_forever, name="chromium", daemon=True)
+        self._thread.start()
+        self._started = asyncio.run_coroutine_threadsafe(
+            self._start(async_playwright, executable), self._loop)
 
-    def __enter__(self) -> "Browser":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def open_tab(self) -> "Tab":
-        """The one tab: JavaScript off, transparent background, every request to ``on_request``."""
-        target = self.call("Target.createTarget", {"url": "about:blank"})["targetId"]
-        session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
-        self.tab = Tab(self, session)
-        self.tab.setup()
+    async def _start(self, async_playwright, executable: str) -> None:
+        with _ENVIRON:
+            saved = os.environ.get("TMPDIR")
+            os.environ["TMPDIR"] = self._profile
+            try:
+                self._playwright = await async_playwright().start()
+            finally:
+                if saved is None:
+                    os.environ.pop("TMPDIR", None)
+                else:
+                    os.environ["TMPDIR"] = saved
+        self._browser = await self._playwright.chromium.launch(
+            executable_path=executable, args=LAUNCH_ARGS, timeout=self.timeout_s * 1000)
+        context = await self._browser.new_context(java_script_enabled=False, device_scale_factor=1)
+        await context.route("**/*", self._route)
+        self._page = await context.new_page()
+        self._page.set_default_timeout(self.timeout_s * 1000)
+        self._cdp = await context.new_cdp_session(self._page)
+        await self._cdp.send("Emulation.setDefaultBackgroundColorOverride",
+                             {"color": {"r": 0, "g": 0, "b": 0, "a": 0}})
+
+    async def _route(self, route) -> None:
+        """Every request of the page: answered from memory, or blocked."""
+        try:
+            answer = self.on_request(route.request.url) if self.on_request else None
+        except Exception:  # noqa: BLE001 - a request we cannot answer is blocked, never left hanging
+            answer = None
+        try:
+            if answer is None:
+                await route.abort("blockedbyclient")
+            else:
+                status, mime, body = answer
+                await route.fulfill(status=status, headers={"Content-Type": mime}, body=body)
+        except self._error_type:  # the page or the browser is gone: the waiting call says so
+            pass
+
+    def open_tab(self) -> Tab:
+        """The one tab (JavaScript off, transparent background, every request to ``on_request``),
+        once the browser is up."""
+        self._wait_started()
         return self.tab
 
-    # ---- the protocol --------------------------------------------------------------------
+    def preload(self, url: str, size: tuple[int, int], function: str | None = None) -> None:
+        """In the background, as soon as the browser is up: set the viewport to ``size``, load
+        ``url``, evaluate ``function`` there and take a first (tiny) screenshot. Returns at
+        once; the next call waits for it. Where it fails, the tab is left as it was, for the
+        caller's own calls to redo (and report)."""
+        before, tab = self._started, self.tab
 
-    def send(self, method: str, params: dict | None = None, session: str | None = None) -> int:
-        self._next_id += 1
-        message: dict[str, Any] = {"id": self._next_id, "method": method, "params": params or {}}
-        if session:
-            message["sessionId"] = session
-        data = json.dumps(message).encode() + b"\0"
+        async def load() -> None:
+            await asyncio.wrap_future(before)
+            try:
+                await asyncio.wait_for(self._preload(url, size, function), self.timeout_s)
+            except (self._error_type, TimeoutError):
+                return
+            tab.viewport, tab.url = size, url
+
+        self._started = asyncio.run_coroutine_threadsafe(load(), self._loop)
+
+    async def _preload(self, url: str, size: tuple[int, int], function: str | None) -> None:
+        await self._page.set_viewport_size({"width": size[0], "height": size[1]})
+        await self._page.goto(url, wait_until="load")
+        if function:
+            await self._page.evaluate(function)
+        await self._cdp.send("Page.captureScreenshot", {
+            "format": "png", "clip": {"x": 0, "y": 0, "width": 1, "height": 1, "scale": 1}})
+
+    def _wait_started(self) -> None:
+        if self._closed:
+            raise BrowserError("The browser was closed.")
         try:
-            while data:
-                data = data[os.write(self._out, data):]
-        except OSError as e:
-            raise BrowserError(f"Chromium is gone ({e.strerror}); it may have crashed.") from None
-        return self._next_id
+            self._started.result(max(self.timeout_s, START_TIMEOUT_S))
+        except concurrent.futures.TimeoutError:
+            raise BrowserError(f"Chromium did not start within {max(self.timeout_s, START_TIMEOUT_S):g} s.") from None
+        except self._error_type as e:
+            raise BrowserError(f"Chromium did not start: {_first_line(e)}") from None
 
-    def call(self, method: str, params: dict | None = None, session: str | None = None) -> dict:
-        """Send one command and wait for its answer, serving requests meanwhile."""
-        wanted = self.send(method, params, session)
-        deadline = time.monotonic() + self.timeout_s
-        while True:
-            message = self._receive(deadline, method)
-            if message.get("id") == wanted:
-                if "error" in message:
-                    raise BrowserError(f"Chromium refused {method}: {message['error'].get('message')}")
-                return message.get("result", {})
-            if "method" in message:
-                self._event(message)
+    def call(self, what: str, make: Callable[[], Any]) -> Any:
+        """Run the coroutine ``make()`` on the browser's loop; its result within the deadline."""
+        self._wait_started()
+        future = asyncio.run_coroutine_threadsafe(make(), self._loop)
+        try:
+            return future.result(self.timeout_s)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise BrowserError(f"Chromium did not answer {what} within {self.timeout_s:g} s.") from None
+        except self._error_type as e:
+            if _gone(e):
+                raise BrowserError(f"Chromium is gone ({_first_line(e)}); it may have crashed or "
+                                   "run out of memory.") from None
+            raise
 
-    def wait_for(self, event: str, session: str | None = None) -> dict:
-        """Wait for the next ``event`` (of ``session``), serving requests meanwhile."""
-        deadline = time.monotonic() + self.timeout_s
-        while True:
-            for i, message in enumerate(self._events):
-                if message["method"] == event and message.get("sessionId") == session:
-                    del self._events[: i + 1]
-                    return message.get("params", {})
-            message = self._receive(deadline, event)
-            if "method" in message:
-                self._event(message)
-
-    def _event(self, message: dict) -> None:
-        if message["method"] != "Fetch.requestPaused":
-            self._events.append(message)
-            del self._events[:-100]  # only recent events are ever waited for
-            return
-        params, session = message["params"], message.get("sessionId")
-        url = params["request"]["url"]
-        # The tab's icon is the browser's own request, not the page's (Playwright drops it too).
-        answer = None if url.endswith("/favicon.ico") or not self.on_request else self.on_request(url)
-        if answer is None:
-            self.send("Fetch.failRequest", {"requestId": params["requestId"],
-                                            "errorReason": "BlockedByClient"}, session)
-        else:
-            status, mime, body = answer
-            self.send("Fetch.fulfillRequest", {
-                "requestId": params["requestId"], "responseCode": status,
-                "responseHeaders": [{"name": "Content-Type", "value": mime}],
-                "body": base64.b64encode(body).decode()}, session)
-
-    def _receive(self, deadline: float, waiting_for: str) -> dict:
-        """The next message; a screenshot's arrives in many reads, joined once at its end."""
-        parts = [self._buffer]
-        while b"\0" not in parts[-1]:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([self._in], [], [], left)[0]:
-                self._buffer = b"".join(parts)
-                raise BrowserError(f"Chromium did not answer {waiting_for} within {self.timeout_s:g} s.")
-            chunk = os.read(self._in, 1 << 20)
-            if not chunk:
-                raise BrowserError(f"Chromium exited (code {self._process.poll()}) while we waited "
-                                   f"for {waiting_for}; it may have run out of memory.")
-            parts.append(chunk)
-        message, self._buffer = b"".join(parts).split(b"\0", 1)
-        return json.loads(message)
+    @property
+    def pid(self) -> int | None:
+        """Chromium's main process (found by its profile, which lies in our folder)."""
+        for pid in _descendants(os.getpid()):
+            try:
+                args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if (any(a.startswith(b"--user-data-dir=" + self._profile.encode()) for a in args)
+                    and not any(a.startswith(b"--type=") for a in args)):
+                return pid
+        return None
 
     def close(self) -> None:
-        """Stop Chromium (SIGTERM: ~30 ms, a third of what Browser.close takes; nothing in its
-        throwaway profile needs saving), kill it if it does not stop, remove the profile."""
-        if self._process.poll() is None:
-            self._process.terminate()
+        """Close Chromium and the driver; kill them if they do not stop; remove the profile."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._started.result(CLOSE_TIMEOUT_S)  # a start under way finishes first
+        except Exception:  # noqa: BLE001, S110 - closing anyway
+            pass
+        chromium = self.pid
+        driver = _parent(chromium) if chromium else None
+
+        async def stop() -> None:
             try:
-                self._process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
-        for fd in (self._out, self._in):
-            try:
-                os.close(fd)
-            except OSError:
+                if self._browser is not None:
+                    await self._browser.close()
+            except self._error_type:
                 pass
-        self._out = self._in = -1
+            if self._playwright is not None:
+                await self._playwright.stop()
+
+        try:
+            asyncio.run_coroutine_threadsafe(stop(), self._loop).result(CLOSE_TIMEOUT_S)
+        except Exception:  # noqa: BLE001 - a browser that will not stop is killed
+            for pid in (chromium, driver):
+                if pid:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(CLOSE_TIMEOUT_S)
+        if not self._thread.is_alive():
+            self._loop.close()
         shutil.rmtree(self._profile, ignore_errors=True)
 
 
-def _pipe_fds(to_browser: int, from_browser: int) -> None:
-    """In the child, before exec: the pipe ends where Chromium expects them (fd 3 and 4)."""
-    a, b = os.dup(to_browser), os.dup(from_browser)
-    os.dup2(a, 3)
-    os.dup2(b, 4)
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (Linux /proc)."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        for task in Path(f"/proc/{current}/task").glob("*/children"):
+            try:
+                kids = [int(k) for k in task.read_text().split()]
+            except OSError:
+                continue
+            found += kids
+            todo += kids
+    return found
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 class Tab:
-    """A page of the browser: load documents, evaluate functions, take screenshots."""
+    """The browser's page: load documents, evaluate functions, take screenshots."""
 
-    def __init__(self, browser: Browser, session: str) -> None:
+    def __init__(self, browser: Browser) -> None:
         self.browser = browser
-        self.session = session
         self.url = "about:blank"
-
-    def call(self, method: str, params: dict | None = None) -> dict:
-        return self.browser.call(method, params, self.session)
-
-    def setup(self) -> None:
-        for method, params in (
-                ("Page.enable", {}),
-                ("Emulation.setScriptExecutionDisabled", {"value": True}),
-                ("Emulation.setDefaultBackgroundColorOverride", {"color": {"r": 0, "g": 0, "b": 0, "a": 0}}),
-                ("Fetch.enable", {"patterns": [{"urlPattern": "*"}]})):
-            self.call(method, params)
+        self.viewport: tuple[int, int] | None = None
 
     def set_viewport(self, width: int, height: int) -> None:
-        self.call("Emulation.setDeviceMetricsOverride",
-                  {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
+        try:
+            self.browser.call("set_viewport", lambda: self.browser._page.set_viewport_size(
+                {"width": width, "height": height}))
+        except self.browser._error_type as e:
+            raise BrowserError(f"Chromium could not set its viewport: {_first_line(e)}") from None
+        self.viewport = (width, height)
 
     def goto(self, url: str) -> None:
         """Load ``url`` and wait for its load event."""
-        result = self.call("Page.navigate", {"url": url})
-        if result.get("errorText"):
-            raise BrowserError(f"Chromium could not load {url}: {result['errorText']}")
-        self.browser.wait_for("Page.loadEventFired", self.session)
+        error_type = self.browser._error_type
+
+        async def load() -> None:
+            page = self.browser._page
+            try:
+                await page.goto(url, wait_until="load")
+            except error_type as e:
+                if not _gone(e):  # Chromium's error page comes next: the next load must not meet it
+                    try:
+                        await page.wait_for_url("chrome-error://**", timeout=ERROR_PAGE_TIMEOUT_MS)
+                    except error_type:
+                        pass
+                raise
+
+        try:
+            self.browser.call("goto", load)
+        except error_type as e:
+            raise BrowserError(f"Chromium could not load {url}: {_first_line(e)}") from None
         self.url = url
 
     def evaluate(self, function: str, arg: Any = None) -> Any:
         """Call the JavaScript ``function`` with ``arg`` (JSON) in the page; its awaited value.
 
         This runs through the protocol, not as a page script, so it works with scripts off.
+        Never wait on timers or animation frames in ``function``: with scripts off they never fire.
         """
-        result = self.call("Runtime.evaluate", {
-            "expression": f"({function})({json.dumps(arg)})", "awaitPromise": True,
-            "returnByValue": True})
-        if "exceptionDetails" in result:
-            details = result["exceptionDetails"]
-            raise BrowserError("JavaScript failed in the page: "
-                               + details.get("exception", {}).get("description", details.get("text", "")))
-        return result["result"].get("value")
+        try:
+            return self.browser.call("evaluate", lambda: self.browser._page.evaluate(function, arg))
+        except self.browser._error_type as e:
+            message = _first_line(e).removeprefix("Page.evaluate: ")
+            raise BrowserError(f"JavaScript failed in the page: {message}") from None
 
     def screenshot(self, clip: tuple[int, int, int, int]) -> bytes:
         """PNG of the region (x, y, width, height), transparent where nothing is drawn."""
         x, y, width, height = clip
-        result = self.call("Page.captureScreenshot", {
-            "format": "png", "clip": {"x": x, "y": y, "width": width, "height": height, "scale": 1},
-            "optimizeForSpeed": True})  # still lossless: faster zlib settings, larger PNG
+        params = {"format": "png", "clip": {"x": x, "y": y, "width": width, "height": height, "scale": 1},
+                  "optimizeForSpeed": True}  # still lossless: faster zlib settings, larger PNG
+        try:
+            result = self.browser.call("screenshot", lambda: self.browser._cdp.send("Page.captureScreenshot", params))
+        except self.browser._error_type as e:
+            raise BrowserError(f"Chromium could not take a screenshot: {_first_line(e)}") from None
         return base64.b64decode(result["data"])

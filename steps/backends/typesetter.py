@@ -24,7 +24,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from steps.backends.chromium import Browser, Tab, find_chromium  # noqa: F401 - find_chromium re-exported
+from steps.backends.browser import find_chromium  # noqa: F401 - re-exported for callers
+from steps.backends.chromium import Browser, Tab
 
 ORIGIN = "https://book.invalid"
 FALLBACK_FONTS = '"Noto Sans", "Noto Naskh Arabic", "Noto Sans Arabic", "DejaVu Sans", sans-serif'
@@ -200,6 +201,13 @@ _FIT_JS = """async (limits) => {
 }"""
 
 
+# Loads every font face the shell document declares (they load lazily, on first use, otherwise).
+_LOAD_FONTS_JS = """async () => {
+  await Promise.allSettled([...document.fonts].map(f => f.load()));
+  return document.fonts.size;
+}"""
+
+
 def union_region(boxes: Sequence[tuple[int, int, int, int]], size: tuple[int, int]) -> tuple[int, int, int, int] | None:
     """The rectangle (x0, y0, x1, y1) around all boxes, clipped to the page; None if it is empty.
 
@@ -231,33 +239,37 @@ class TextRenderer:
     its first page, and the first page waits for it.
     """
 
-    def __init__(self, fonts: Sequence[FontFile], executable_path: str | None = None,
-                 browser: Browser | None = None) -> None:
+    def __init__(self, fonts: Sequence[FontFile], executable_path: str | None = None) -> None:
         self.fonts = list(fonts)
         self.executable_path = executable_path
-        self.started_browser = browser  # one already running (and its tab open), to use and close
         self.served_requests: list[str] = []     # URLs answered from memory
         self.blocked_requests: list[str] = []    # URLs aborted: anything else the page asked for
         self._resources = {_font_url(i, f): (font_kind(f.data)[1], f.data) for i, f in enumerate(self.fonts)}
+        self._resources[SHELL_URL] = ("text/html; charset=utf-8",
+                                      shell_document(self.fonts).encode("utf-8", "replace"))
         self._pages_loaded = 0
-        self._viewport: tuple[int, int] | None = None
         self._browser: Browser | None = None
         self._tab: Tab | None = None
 
     def __enter__(self) -> "TextRenderer":
-        if self.started_browser is not None:
-            self._browser, self.started_browser = self.started_browser, None
-            self._browser.on_request = self._answer
-            self._tab = self._browser.tab
-        else:
+        if self._browser is None:  # (entering a renderer that is warm already keeps its browser)
             self._browser = Browser(self.executable_path, on_request=self._answer)
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the browser (twice is harmless)."""
         if self._browser is not None:
             self._browser.close()
         self._browser = self._tab = None
-        self._viewport = None
+
+    def warm_up(self, size: tuple[int, int]) -> None:
+        """What the first page of ``size`` would wait for, done ahead, in the background: the
+        browser up, the viewport set, the shell document loaded with every font face of the
+        book, a first screenshot. Returns at once (enter the renderer first)."""
+        self._browser.preload(SHELL_URL, size, _LOAD_FONTS_JS)
 
     @property
     def tab(self) -> Tab:
@@ -276,19 +288,18 @@ class TextRenderer:
         self.blocked_requests.append(url)
         return None
 
+    def _ready(self, size: tuple[int, int]) -> Tab:
+        """The tab at ``size`` with the shell document loaded."""
+        tab = self.tab
+        if tab.viewport != size:
+            tab.set_viewport(*size)
+        if tab.url != SHELL_URL:  # first page (or the tab was taken elsewhere)
+            tab.goto(SHELL_URL)
+        return tab
+
     def _layout(self, blocks: Sequence[TextBlock], size: tuple[int, int]) -> list[float]:
         """Load the page's text layer at `size`, shrink every block to fit; the sizes used."""
-        tab = self.tab
-        if self._viewport != size:
-            tab.set_viewport(*size)
-            self._viewport = size
-        if tab.url != SHELL_URL:  # first page (or the tab was taken elsewhere)
-            self._resources[SHELL_URL] = ("text/html; charset=utf-8",
-                                          shell_document(self.fonts).encode("utf-8", "replace"))
-            try:
-                tab.goto(SHELL_URL)
-            finally:
-                del self._resources[SHELL_URL]
+        tab = self._ready(size)
         self._pages_loaded += 1
         # The body's HTML is built from escaped text only (page_parts): no markup, no URLs.
         tab.evaluate(_SWAP_JS, list(page_parts(blocks, size)))
