@@ -28,6 +28,7 @@ PARAMETERS: dict[str, str] = {
     "child_age": "",
     "child_gender": "unspecified",
     "randomize_seed": "false",
+    "skip_analysis": "false",    # "true": the prepay pass runs no analyze step (already analysed)
     "pages_per_task": "0",
     "analyzer": _DEFAULTS["analyzer"].default,
     "analyzer_model": "",        # "" = not set: the step falls back to $BOOKJOB_ANALYZER_MODEL
@@ -46,7 +47,7 @@ def argo_name(name: str) -> str:
     return name.replace("_", "-")
 
 
-PASSES = {"prepay": ("prepay",), "postpay": ("postpay",), "full": ("prepay", "postpay")}
+PASSES = {"analyze": ("analyze",), "prepay": ("prepay",), "postpay": ("postpay",), "full": ("prepay", "postpay")}
 
 COMMON = ("--store", "{store}", "--job-id", "{job_id}", "--book", "{book}")
 
@@ -80,7 +81,7 @@ PIPELINE: tuple[Step, ...] = (
         "--photo-key", "{photo_key}", "--name", "{child_name}", "--age", "{child_age}",
         "--gender", "{child_gender}", "--analyzer", "{analyzer}",
         "--analyzer-model", "{analyzer_model}"),
-        passes=("prepay",), retries=3,
+        passes=("analyze", "prepay"), retries=3,
         reads=("{photo_key}", "book.yaml"),
         writes=("jobs/{job_id}/job.json", "jobs/{job_id}/analysis.json")),
     Step("plan", "cpu", COMMON + (

@@ -22,6 +22,7 @@ from steps.core.images import decode_own_png, encode_png
 from steps.core.job import JobRecord, read_job
 from steps.core.manifest import LoadedBook, Page, fill, load_book
 from steps.core.store import Store, open_store, page_bg_key, page_key
+from steps.protocol import progress_line
 
 
 def child_values(record: JobRecord) -> dict[str, str]:
@@ -84,6 +85,7 @@ def render_pages(store: Store, job_id: str, loaded: LoadedBook, pages: list[int]
         kept = artifacts.reuse(store, record, "page_png", num, inputs)
         if kept is not None:
             made.append(kept)
+            print(progress_line("render", num, len(made), len(pages)), file=sys.stderr, flush=True)
         else:
             todo.append((num, background, blocks, inputs))
     # Chromium only starts when a page has text to set.
@@ -103,6 +105,8 @@ def render_pages(store: Store, job_id: str, loaded: LoadedBook, pages: list[int]
             made.append(artifacts.put(store, page_key(job_id, num),
                                       encode_png(page, book.output.dpi, bgr=True), "page_png", num,
                                       inputs))
+            artifacts.record(store, job_id, made[-1:])   # each page's record as it is stored
+            print(progress_line("render", num, len(made), len(pages)), file=sys.stderr, flush=True)
         if renderer is not None and renderer.blocked_requests:
             print(f"render: blocked {len(renderer.blocked_requests)} request(s) that were not the "
                   f"book's: {', '.join(renderer.blocked_requests[:5])}", file=sys.stderr)
@@ -128,7 +132,6 @@ def work(args, browser=None) -> None:
     loaded = load_book(args.book)
     pages = runner.parse_pages(args.pages)
     made = render_pages(store, args.job_id, loaded, pages, browser)
-    artifacts.record(store, args.job_id, made)
     artifacts.export(args.export, made, store)
 
 

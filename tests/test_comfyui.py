@@ -31,6 +31,7 @@ from steps.core.errors import InputError
 from steps.core.images import load_page, load_photo
 from steps.core.job import JobRecord, Status, create_job, read_job, update_job
 from steps.core.manifest import load_book
+from steps.plan import draw_seeds
 from steps.core.store import LocalStore, upload_key
 from tests.helpers import make_book
 from tests.doubles.tiny_qwen import tiny_qwen  # noqa: F401 - the session fixture
@@ -78,7 +79,8 @@ def new_job(tmp_path: Path, book: Path, portrait: Path, *, randomize: bool = Fal
 
     def analysed(record: JobRecord) -> None:
         record.analysis = analysis
-        record.generation_retry.randomize_seed = randomize
+        if randomize:  # a regeneration: the plan step draws fresh seeds
+            draw_seeds(record, [1, 3])
         record.move_to(Status.ANALYZING_COMPLETED)
         record.move_to(Status.PREPAY_GENERATING)
 
@@ -167,7 +169,8 @@ def test_seeds_are_fixed_per_job_and_page_unless_randomized(comfy, prompted_book
     comfy.reset()
     randomized = new_job(tmp_path / "b", prompted_book, portrait, randomize=True)
     make_backgrounds(randomized, JOB, loaded, [1, 3], "comfyui", options(comfy.url))
-    seeds_1 = read_job(randomized, JOB).generation_retry.seeds
+    seeds_1 = dict(read_job(randomized, JOB).generation_retry.seeds)
+    update_job(randomized, JOB, lambda record: draw_seeds(record, [1, 3]))  # regenerate again
     make_backgrounds(randomized, JOB, loaded, [1, 3], "comfyui", options(comfy.url))
     seeds_2 = read_job(randomized, JOB).generation_retry.seeds
     sent = [by_title(p["prompt"])["sampler"]["seed"] for p in comfy.received.prompts]
@@ -364,7 +367,7 @@ def test_bookjob_run_with_the_production_backends(comfy, tiny_qwen, prompted_boo
     assert analysis["source"] == "heuristic-fallback" and analysis["analyzer_model"] == str(tiny_qwen)
     assert len(analysis["warnings"]) == 3 and analysis["face_box"]
     # both face pages went through ComfyUI with their recorded seeds, one connection per chunk
-    seeds = record["generation_retry"]["seeds"]
+    seeds = record["analysis"]["generation_retry"]["seeds"]
     assert set(seeds) == {"1", "3"}
     sent = {by_title(p["prompt"])["base_image"]["image"]: by_title(p["prompt"])["sampler"]["seed"]
             for p in comfy.received.prompts}

@@ -61,7 +61,7 @@ def _follow(client, settings: ClusterSettings, name: str, timeout: float, poll: 
 
 @app.command()
 def submit(
-    book: BookArg,
+    book: BookArg = None,
     photo: PhotoOpt = None,
     name: NameOpt = None,
     age: AgeOpt = None,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+import threading
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -12,7 +14,8 @@ import typer
 from pipeline.cluster import cluster_phases
 from pipeline.commands.app import (DEMO, AgeOpt, AnalyzerModelOpt, AnalyzerOpt,
                                    BookArg, ChunkOpt, ComfyOpt, FaceBackendOpt, GenderOpt,
-                                   JobIdOpt, JsonOpt, NameOpt, NotifyOpt, PhotoOpt, SeedOpt, Stage,
+                                   JobIdOpt, JsonOpt, NameOpt, NotifyOpt, PagesOpt, PhotoOpt,
+                                   SeedOpt, Stage,
                                    local_backends,
                                    StageOpt, StoreOpt, fail, print_summary, say, store_at, app,
                                    backends, prepare_job)
@@ -22,9 +25,56 @@ from steps.core.store import StoreError
 from steps.protocol import EXIT_FAILURE, EXIT_INPUT, EXIT_USAGE
 
 
+class PageBars:
+    """Pages done per chunk: one redrawn line of bars on a terminal, plain lines otherwise."""
+
+    WIDTH = 12
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.chunks: dict[str, tuple[str, int, int]] = {}
+        self.lock = threading.Lock()
+
+    def _draw(self) -> None:
+        bars = []
+        for chunk, (step, done, total) in self.chunks.items():
+            filled = self.WIDTH * done // max(total, 1)
+            bars.append(f"{step}[{chunk}] {'█' * filled}{'░' * (self.WIDTH - filled)} {done}/{total}")
+        self.stream.write("\r\x1b[K" + "  ".join(bars))
+        self.stream.flush()
+
+    def page(self, chunk: str, step: str, done: int, total: int) -> None:
+        with self.lock:
+            if not self.tty:
+                self.stream.write(f"    {step}[{chunk}]: {done}/{total} pages\n")
+                self.stream.flush()
+                return
+            self.chunks[chunk] = (step, done, total)
+            self._draw()
+
+    def line(self, message: str) -> None:
+        with self.lock:
+            if self.tty and self.chunks:
+                self.stream.write("\r\x1b[K")
+            self.stream.write(message + "\n")
+            if self.tty and self.chunks:
+                self.chunks = {c: v for c, v in self.chunks.items() if v[1] < v[2]}
+                if self.chunks:
+                    self._draw()
+            self.stream.flush()
+
+    def close(self) -> None:
+        with self.lock:
+            if self.tty and self.chunks:
+                self.stream.write("\r\x1b[K")
+                self.stream.flush()
+            self.chunks = {}
+
+
 @app.command()
 def run(
-    book: BookArg,
+    book: BookArg = None,
     photo: PhotoOpt = None,
     name: NameOpt = None,
     age: AgeOpt = None,
@@ -33,6 +83,7 @@ def run(
     job_id: JobIdOpt = None,
     store: StoreOpt = None,
     randomize_seed: SeedOpt = False,
+    pages: PagesOpt = None,
     pages_per_task: ChunkOpt = "auto",
     analyzer: AnalyzerOpt = None,
     analyzer_model: AnalyzerModelOpt = None,
@@ -46,19 +97,23 @@ def run(
 
     target = store_at(store)
     params = prepare_job(target, book, photo, name, age, gender, stage, job_id, randomize_seed,
-                         pages_per_task)
+                         pages_per_task, pages)
     params |= backends(analyzer, analyzer_model, face_backend, comfyui_url, local_backends())
     if notify_url:
         os.environ["BOOKJOB_NOTIFY_URL"] = notify_url  # the steps inherit it
     job_id = params["job_id"]
-    say(f"job {job_id}: {stage.value} of {params['book']} (store {target.uri})")
-    engine = LocalEngine(target, params, progress=say)
+    say(f"job {job_id}: {stage.value} of {params['book']} (store {target.uri})"
+        + ("; analysed from this photo already" if params["skip_analysis"] == "true" else ""))
+    bar = PageBars(sys.stderr)
+    engine = LocalEngine(target, params, progress=bar.line, pages=bar.page)
     code = 0
     try:
         engine.run(stage.value)
     except StepFailed as failed:
         code = EXIT_INPUT if failed.run.exit_code == EXIT_INPUT else EXIT_FAILURE
         say(f"error: {failed.message}")
+    finally:
+        bar.close()
     try:
         final = read_job(target, job_id)
     except JobNotFound:
@@ -115,8 +170,9 @@ def demo(
     as_json: JsonOpt = False,
 ) -> None:
     """Run the bundled demo book with the demo photo, stage full."""
-    run(book=str(DEMO / "book"), photo=DEMO / "photo.jpg", name="Mia", age="6", gender="girl",
-        stage=Stage.full, job_id=None, store=store, randomize_seed=False, pages_per_task="auto",
+    run(book=str(DEMO / "book"), photo=str(DEMO / "photo.jpg"), name="Mia", age="6",
+        gender="girl", stage=Stage.full, job_id=None, store=store, randomize_seed=False,
+        pages=None, pages_per_task="auto",
         analyzer=None, analyzer_model=None, face_backend=None, comfyui_url=None,
         notify_url=None, as_json=as_json)
 
