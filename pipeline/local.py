@@ -6,7 +6,9 @@ parallel up to the number of cores. When a core would be left idle (fewer chunks
 each step of a chain is started while the one before it runs and waits for the go-ahead
 (:data:`steps.protocol.GO_FILE`), so its start-up (the render step's browser) runs on that core
 meanwhile; with every core busy it would only compete with the work. Transient failures are
-retried as the spec says; exit code 3 (bad input) is not. A step's output goes to ``jobs/{job_id}/logs/`` in the store.
+retried as the spec says; exit code 3 (bad input) is not. A step's output goes to
+``jobs/{job_id}/logs/{run_id}/`` in the store (each run keeps its own). While chunk steps run,
+the pages they report stored are passed to ``pages`` (the CLI's progress bars).
 """
 
 from __future__ import annotations
@@ -81,8 +83,10 @@ class StepFailed(Exception):
 class LocalEngine:
     def __init__(self, store: Store, params: dict[str, str], progress: Progress = lambda _: None,
                  workers: int | None = None, retry_delay_s: float = 0.5,
-                 pages: PageProgress | None = None) -> None:
+                 pages: PageProgress | None = None, run_id: str | None = None) -> None:
         self.store = store
+        # each run keeps its own logs: jobs/{job_id}/logs/{run_id}/…
+        self.run_id = run_id or uuid.uuid4().hex[:12]
         self.params = params
         self.progress = progress
         self.pages = pages
@@ -156,14 +160,15 @@ class LocalEngine:
         run = StepRun(values["pass_stage"], step.name, chunk, time.perf_counter() - started,
                       work_seconds(done.stderr), done.returncode, attempt, command)
         self.runs.append(run)
-        self._save_log(log_key(values["job_id"], name), done.stdout + done.stderr)
+        log = log_key(values["job_id"], f"{self.run_id}/{name}")
+        self._save_log(log, done.stdout + done.stderr)
         if done.returncode == 0:
             self.progress(f"  \u2713 {run.label:<36} {run.wall_s:6.2f} s")
             for line in unchanged_lines(done.stderr):  # work a step found already done
                 self.progress(f"      {line}")
             return run
         self.progress(f"  \u2717 {run.label:<36} exit {done.returncode}")
-        raise StepFailed(run, self._fail(step, run, log_key(values["job_id"], name),
+        raise StepFailed(run, self._fail(step, run, log,
                                          last_error(done.stderr)))
 
     def _wait(self, started: Started, step: str, chunk: str | None):
@@ -221,7 +226,8 @@ class LocalEngine:
                                     "message": message}])
             values = {**self.params, "workflow_status": "Failed", "failures": failures}
             done = self.launcher.run(ON_EXIT.module, ON_EXIT.argv(values))
-            self._save_log(log_key(self.params["job_id"], "on_exit"), done.stdout + done.stderr)
+            self._save_log(log_key(self.params["job_id"], f"{self.run_id}/on_exit"),
+                           done.stdout + done.stderr)
             record = self._record()
         if run.exit_code == EXIT_INPUT and detail:
             return detail

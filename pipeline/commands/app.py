@@ -66,9 +66,18 @@ def say(message: str) -> None:
     typer.echo(message, err=True)
 
 
+class Failed(typer.Exit):
+    """A command's refusal: its exit code and the sentence it said (the Python API raises it
+    on as :class:`pipeline.api.BookJobError`)."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(code)
+        self.message = message
+
+
 def fail(code: int, message: str) -> None:
     say(f"error: {message}")
-    raise typer.Exit(code)
+    raise Failed(code, message)
 
 
 def _book_uri(book: str) -> str:

@@ -14,9 +14,11 @@ import typer
 
 from pipeline.commands.app import (AgeOpt, AnalyzerModelOpt, AnalyzerOpt, BookArg, ChunkOpt,
                                    ComfyOpt, FaceBackendOpt, GenderOpt, JobIdOpt, JsonOpt, NameOpt,
-                                   NotifyOpt, PhotoOpt, SeedOpt, Stage, StageOpt, StoreOpt, fail,
+                                   NotifyOpt, PagesOpt, PhotoOpt, SeedOpt, Stage, StageOpt, StoreOpt, fail,
                                    say, store_at, app, backends, prepare_job)
-from pipeline.cluster import ClusterError, ClusterSettings, connect, phase, wait, workflow_manifest
+from pipeline.cluster import (ClusterError, ClusterSettings, JobBusy, connect, phase,
+                              start_workflow, wait)
+from pipeline.lease import EXIT_BUSY
 from steps.protocol import EXIT_FAILURE, EXIT_USAGE
 
 ServerOpt = Annotated[Optional[str], typer.Option(
@@ -70,6 +72,7 @@ def submit(
     job_id: JobIdOpt = None,
     store: StoreOpt = None,
     randomize_seed: SeedOpt = False,
+    pages: PagesOpt = None,
     pages_per_task: ChunkOpt = "0",
     analyzer: AnalyzerOpt = None,
     analyzer_model: AnalyzerModelOpt = None,
@@ -81,6 +84,9 @@ def submit(
     namespace: NamespaceOpt = None,
     transport: TransportOpt = None,
     insecure: InsecureOpt = False,
+    replace: Annotated[bool, typer.Option(
+        "--replace", help="Terminate the job's running workflow and start this one (without "
+                          "it, a job with a running workflow is refused: exit 4).")] = False,
     wait_: Annotated[bool, typer.Option("--wait", help="Follow the workflow until it ends.")] = False,
     timeout: TimeoutOpt = 3 * 3600,
     poll: PollOpt = 5.0,
@@ -96,13 +102,15 @@ def submit(
     settings = _settings(server, token, namespace, transport, insecure)
     client = _client(settings)
     params = prepare_job(target, book, photo, name, age, gender, stage, job_id, randomize_seed,
-                         pages_per_task)
+                         pages_per_task, pages)
     # Backends left out keep the template's defaults (the GPU backends on a cluster).
     params |= backends(analyzer, analyzer_model, face_backend, comfyui_url, {})
     if notify_url:
         params["notify_url"] = notify_url
     try:
-        created = client.create(workflow_manifest(params, settings.template))
+        created = start_workflow(client, params, settings.template, replace)
+    except JobBusy as e:
+        fail(EXIT_BUSY, str(e))
     except ClusterError as e:
         fail(EXIT_FAILURE, str(e))
     workflow = created["metadata"]["name"]

@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import threading
+import uuid
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -90,12 +91,44 @@ def run(
     face_backend: FaceBackendOpt = None,
     comfyui_url: ComfyOpt = None,
     notify_url: NotifyOpt = None,
+    wait_for_lease: Annotated[float, typer.Option(
+        "--wait-for-lease", help="If another run holds the job, wait up to this many seconds "
+                                 "for it (default: exit 4 at once).")] = 0.0,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run a book job on this machine (the embedded engine)."""
+    """Run a book job on this machine (the embedded engine).
+
+    One run per job at a time: a run that finds the job held by another says so in one line
+    and exits 4 (or waits, with --wait-for-lease); the job is left as it is."""
+    from pipeline.lease import EXIT_BUSY, Busy, Lease
     from pipeline.local import LocalEngine, StepFailed
 
     target = store_at(store)
+    if job_id is not None and not job_id.strip():
+        fail(EXIT_USAGE, "--job-id is empty; give the job's id, or leave the option out for a "
+                          "new job")
+    job_id = job_id or str(uuid.uuid4())
+    try:
+        validate_job_id(job_id)
+    except InputError as e:
+        fail(EXIT_INPUT, e.message)
+    lease = Lease(target, job_id, stage.value)
+    try:
+        lease.acquire(wait_for_lease, waiting=lambda busy: say(f"{busy}; waiting for it"))
+    except Busy as busy:
+        fail(EXIT_BUSY, f"{busy}; nothing was done. Wait for it (`--wait-for-lease SECONDS`) "
+                        f"or follow it with `bookjob status {job_id}`.")
+    with lease:
+        _run_leased(target, lease, book, photo, name, age, gender, stage, job_id,
+                    randomize_seed, pages, pages_per_task, analyzer, analyzer_model,
+                    face_backend, comfyui_url, notify_url, as_json)
+
+
+def _run_leased(target, lease, book, photo, name, age, gender, stage, job_id, randomize_seed,
+                pages, pages_per_task, analyzer, analyzer_model, face_backend, comfyui_url,
+                notify_url, as_json) -> None:
+    from pipeline.local import LocalEngine, StepFailed
+
     params = prepare_job(target, book, photo, name, age, gender, stage, job_id, randomize_seed,
                          pages_per_task, pages)
     params |= backends(analyzer, analyzer_model, face_backend, comfyui_url, local_backends())
@@ -105,7 +138,7 @@ def run(
     say(f"job {job_id}: {stage.value} of {params['book']} (store {target.uri})"
         + ("; analysed from this photo already" if params["skip_analysis"] == "true" else ""))
     bar = PageBars(sys.stderr)
-    engine = LocalEngine(target, params, progress=bar.line, pages=bar.page)
+    engine = LocalEngine(target, params, progress=bar.line, pages=bar.page, run_id=lease.run_id)
     code = 0
     try:
         engine.run(stage.value)
@@ -140,7 +173,10 @@ def status(
         "--transport", help="argo or kubernetes: also show the job's workflows.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Show a job's status, error and artifacts (and its workflows, on a cluster)."""
+    """Show a job's status, error and artifacts (and its workflows, on a cluster).
+
+    A job left in progress by a run that has ended without saying so (a killed local run, a
+    terminated or deleted workflow) is marked failed with reason `interrupted` first."""
     target = store_at(store)
     try:
         validate_job_id(job_id)
@@ -149,7 +185,13 @@ def status(
         fail(EXIT_USAGE, e.message)
     except JobNotFound as e:
         fail(EXIT_FAILURE, str(e))
-    workflows = cluster_phases(job_id, server, None, namespace, transport, False, warn=say)
+    trouble: list[str] = []
+    workflows = cluster_phases(job_id, server, None, namespace, transport, False,
+                               warn=lambda line: (trouble.append(line), say(line)))
+    from pipeline.api import reconcile
+
+    # a run that ended without saying so (killed; workflow terminated or deleted): interrupted
+    record = reconcile(target, record, None if trouble else workflows)
     if as_json:
         document = json.loads(record.model_dump_json())
         if workflows is not None:
@@ -172,7 +214,7 @@ def demo(
     """Run the bundled demo book with the demo photo, stage full."""
     run(book=str(DEMO / "book"), photo=str(DEMO / "photo.jpg"), name="Mia", age="6",
         gender="girl", stage=Stage.full, job_id=None, store=store, randomize_seed=False,
-        pages=None, pages_per_task="auto",
+        pages=None, pages_per_task="auto", wait_for_lease=0.0,
         analyzer=None, analyzer_model=None, face_backend=None, comfyui_url=None,
         notify_url=None, as_json=as_json)
 

@@ -158,7 +158,8 @@ class LocalStore(Store):
         return self.path(key).is_file()
 
     def list(self, prefix: str) -> list[str]:
-        base = self.root / prefix if prefix.endswith("/") else (self.root / prefix).parent
+        base = self.root / prefix if prefix.endswith("/") or not prefix else (
+            self.root / prefix).parent
         if not base.is_dir():
             return []
         keys = (p.relative_to(self.root).as_posix() for p in base.rglob("*") if p.is_file())
