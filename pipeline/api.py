@@ -207,8 +207,15 @@ class BookJobs:
 
     def _start_cluster(self, job_id, stage, book, photo, name, age, gender, randomize,
                        pages) -> Started:
+        from pipeline.cluster import check_running
         from pipeline.commands.app import Failed, Stage as Stages, backends, prepare_job
 
+        try:  # before anything is written for it
+            check_running(connect(self.cluster), job_id, replace=False)
+        except JobBusy as e:
+            raise BookJobError(EXIT_BUSY, str(e)) from None
+        except ClusterError as e:
+            raise BookJobError(EXIT_FAILURE, str(e)) from None
         try:
             params = prepare_job(self.store, book, photo, name, age, gender, Stages(stage),
                                  job_id, randomize, "0",

@@ -226,13 +226,19 @@ def start_workflow(client: ArgoServer | Kubernetes, params: dict[str, str],
     """Create the job's workflow: refused while another of the job's workflows runs, unless
     ``replace`` (that one is terminated first)."""
     job_id = params["job_id"]
-    for workflow in running(client, job_id):
-        name = workflow["metadata"]["name"]
-        if not replace:
-            raise JobBusy(f"job {job_id} already has workflow {name} ({phase(workflow)}); "
-                          "wait for it, or replace it (--replace)")
-        client.terminate(name)
+    for workflow in check_running(client, job_id, replace):
+        client.terminate(workflow["metadata"]["name"])
     return client.create(workflow_manifest(params, template))
+
+
+def check_running(client: ArgoServer | Kubernetes, job_id: str, replace: bool) -> list[dict]:
+    """The job's running workflows (to replace); :class:`JobBusy` if there are and not ``replace``."""
+    found = running(client, job_id)
+    if found and not replace:
+        workflow = found[0]
+        raise JobBusy(f"job {job_id} already has workflow {workflow['metadata']['name']} "
+                      f"({phase(workflow)}); wait for it, or replace it (--replace)")
+    return found
 
 
 def connect(settings: ClusterSettings) -> ArgoServer | Kubernetes:

@@ -16,8 +16,8 @@ from pipeline.commands.app import (AgeOpt, AnalyzerModelOpt, AnalyzerOpt, BookAr
                                    ComfyOpt, FaceBackendOpt, GenderOpt, JobIdOpt, JsonOpt, NameOpt,
                                    NotifyOpt, PagesOpt, PhotoOpt, SeedOpt, Stage, StageOpt, StoreOpt, fail,
                                    say, store_at, app, backends, prepare_job)
-from pipeline.cluster import (ClusterError, ClusterSettings, JobBusy, connect, phase,
-                              start_workflow, wait)
+from pipeline.cluster import (ClusterError, ClusterSettings, JobBusy, check_running, connect,
+                              phase, start_workflow, wait)
 from pipeline.lease import EXIT_BUSY
 from steps.protocol import EXIT_FAILURE, EXIT_USAGE
 
@@ -97,10 +97,17 @@ def submit(
     if not target.uri.startswith("s3://"):
         fail(EXIT_USAGE, "a cluster job needs a store it can reach: --store s3://bucket/prefix "
                           "(or BOOKJOB_STORE)")
-    if "://" not in book:
+    if book is not None and "://" not in book:
         fail(EXIT_USAGE, "a cluster job needs a book it can reach: an s3:// or https:// BOOK")
     settings = _settings(server, token, namespace, transport, insecure)
     client = _client(settings)
+    if job_id:  # a job with a running workflow: refused before anything is written for it
+        try:
+            check_running(client, job_id, replace)
+        except JobBusy as e:
+            fail(EXIT_BUSY, str(e))
+        except ClusterError as e:
+            fail(EXIT_FAILURE, str(e))
     params = prepare_job(target, book, photo, name, age, gender, stage, job_id, randomize_seed,
                          pages_per_task, pages)
     # Backends left out keep the template's defaults (the GPU backends on a cluster).
