@@ -65,6 +65,12 @@ def draw_seeds(record: JobRecord, pages: list[int]) -> None:
     state.pages = []
 
 
+def drop_request(record: JobRecord) -> None:
+    if record.analysis is not None:
+        record.analysis.generation_retry.randomize_seed = False
+        record.analysis.generation_retry.pages = []
+
+
 def past(record: JobRecord, stage: str) -> bool:
     """The job is already beyond this stage (a late duplicate of it)."""
     return stage == "prepay" and ORDER.get(record.status, -1) > ORDER[Status.PREPAY_READY]
@@ -103,15 +109,19 @@ def work(args) -> None:
     retry = record.generation_retry
     regenerate = args.stage == "prepay" and (args.randomize_seed or retry.randomize_seed)
     if regenerate:
-        if past(record, "prepay"):
-            raise Refusal("already_paid", f"Job {args.job_id} is {record.status.value}: its "
-                                          "prepay pages can no longer be regenerated.")
-        limit = settings().max_regenerations
-        if retry.count >= limit:
-            raise Refusal("regeneration_limit", f"Job {args.job_id} has been regenerated "
-                                                f"{retry.count} times, the limit "
-                                                "(BOOKJOB_MAX_REGENERATIONS); keep these pages.")
-        fresh = regeneration_pages(record, book, pages)
+        try:
+            if past(record, "prepay"):
+                raise Refusal("already_paid", f"Job {args.job_id} is {record.status.value}: "
+                                              "its prepay pages can no longer be regenerated.")
+            if retry.count >= settings().max_regenerations:
+                raise Refusal("regeneration_limit", f"Job {args.job_id} has been regenerated "
+                                                    f"{retry.count} times, the limit "
+                                                    "(BOOKJOB_MAX_REGENERATIONS); keep these "
+                                                    "pages.")
+            fresh = regeneration_pages(record, book, pages)
+        except Refusal:
+            update_job(store, args.job_id, drop_request)  # answered: the flag does not linger
+            raise
 
     def begin(record: JobRecord) -> None:
         if past(record, args.stage):

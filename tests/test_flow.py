@@ -195,7 +195,10 @@ def test_regenerating_named_pages_keeps_the_others(tmp_path):
 
     wrong = bookjob("run", "--job-id", "p1", "--store", str(store), "--pages", "4")
     assert wrong.returncode == 3 and "not a prepay page" in wrong.stderr
-    assert read_job(LocalStore(store), "p1").status is Status.PREPAY_READY
+    record = read_job(LocalStore(store), "p1")
+    assert record.status is Status.PREPAY_READY and record.error is None
+    assert record.generation_retry.randomize_seed is False and record.generation_retry.pages == []
+    assert record.generation_retry.count == 1
 
 
 def test_old_records_keep_their_generation_retry():
@@ -277,3 +280,39 @@ def test_a_late_duplicate_finalize_treats_its_work_as_done(small, tmp_path):
     assert late.returncode == 0, late.stderr
     assert "already completed" in late.stderr
     assert read_job(LocalStore(store), "d1").status is Status.COMPLETED
+
+
+# ---- progress ------------------------------------------------------------------------------
+
+
+class _Stream:
+    def __init__(self, tty: bool) -> None:
+        self.tty, self.text = tty, ""
+
+    def isatty(self) -> bool:
+        return self.tty
+
+    def write(self, text: str) -> None:
+        self.text += text
+
+    def flush(self) -> None:
+        pass
+
+
+def test_progress_is_a_bar_per_chunk_on_a_terminal_and_lines_otherwise():
+    from pipeline.commands.local import PageBars
+
+    plain = PageBars(_Stream(tty=False))
+    plain.page("1,2", "render", 1, 2)
+    plain.line("  done")
+    assert plain.stream.text == "    render[1,2]: 1/2 pages\n  done\n"
+
+    tty = PageBars(_Stream(tty=True))
+    tty.page("1,2", "backgrounds", 1, 2)
+    tty.page("3,4", "backgrounds", 2, 2)
+    last = tty.stream.text.rsplit("\r", 1)[-1]
+    assert "backgrounds[1,2] ██████░░░░░░ 1/2" in last and "backgrounds[3,4] ████████████ 2/2" in last
+    tty.line("  ✓ step")            # a finished chunk's bar goes; the running one is redrawn
+    assert tty.stream.text.endswith("  ✓ step\n\r\x1b[Kbackgrounds[1,2] ██████░░░░░░ 1/2")
+    tty.close()
+    assert tty.stream.text.endswith("\r\x1b[K")
