@@ -52,10 +52,6 @@ def start_job(store: Store, args) -> JobRecord:
     if given != stored:
         raise InputError("job_mismatch", f"Job {args.job_id} already exists for other child "
                                          "details or another photo; use a new job id.")
-    if existing.book_uri and args.book != existing.book_uri:
-        raise Refusal("book_mismatch", f"Job {args.job_id} was started with book "
-                                       f"{existing.book_uri}, not {args.book}; leave BOOK out or "
-                                       "use a new job id.")
     return existing
 
 
@@ -77,6 +73,10 @@ def work(args) -> None:
     parse_age(args.age)
     gender = validate_gender(args.gender)
     book = load_book(args.book).book
+    if record.book_id and book.id != record.book_id:
+        raise Refusal("book_mismatch", f"Job {args.job_id} was started with book "
+                                       f"{record.book_id!r}, not {book.id!r}; leave BOOK out or "
+                                       "use a new job id.")
     try:
         photo_bytes = store.read(args.photo_key)
     except FileNotFoundError:

@@ -36,12 +36,13 @@ AUTO_MIN_PAGES = 4
 SEED_LIMIT = 2 ** 48
 
 
-def check_book(record: JobRecord, book: str) -> None:
-    """The job is bound to the book it was started with."""
-    if record.book_uri and book != record.book_uri:
+def check_book(record: JobRecord, book: Book) -> None:
+    """The job is bound to the book it was started with (by the manifest's id: the same book
+    moved to another folder, or edited, is still its book)."""
+    if record.book_id and book.id != record.book_id:
         raise Refusal("book_mismatch", f"Job {record.job_id} was started with book "
-                                       f"{record.book_uri}, not {book}; leave BOOK out or use a "
-                                       "new job id.")
+                                       f"{record.book_id!r}, not {book.id!r}; leave BOOK out or "
+                                       "use a new job id.")
 
 
 def regeneration_pages(record: JobRecord, book: Book, stage_pages: list[int]) -> list[int]:
@@ -100,11 +101,11 @@ def work(args) -> None:
     if record.analysis is None:
         raise InputError("not_analyzed", f"Job {args.job_id} has no analysis yet; "
                                          "run the prepay stage first.")
-    check_book(record, args.book)
     if args.stage == "postpay" and not record.reached(Status.PREPAY_READY):
         raise InputError("not_prepaid", f"Job {args.job_id} never reached prepay_ready; "
                                         "run the prepay stage first.")
     book = load_book(args.book).book
+    check_book(record, book)
     pages = book.stage_pages(args.stage)
     retry = record.generation_retry
     regenerate = args.stage == "prepay" and (args.randomize_seed or retry.randomize_seed)

@@ -239,8 +239,11 @@ def test_the_book_is_bound_to_the_job(small, tmp_path):
     store = tmp_path / "store"
     new_job(small, store, "b1")
     other = make_book(tmp_path / "other", size=(600, 400))
+    manifest = yaml.safe_load((other / "book.yaml").read_text())
+    manifest["id"] = "another-book"
+    (other / "book.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
     done = bookjob("run", str(other), "--job-id", "b1", "--store", str(store), "--stage", "postpay")
-    assert done.returncode == 3 and "bound to book" in done.stderr
+    assert done.returncode == 3 and "bound to book 'test-landscape'" in done.stderr
     assert read_job(LocalStore(store), "b1").status is Status.PREPAY_READY
     # the plan step refuses it too (a cluster run), without failing the job
     plan = subprocess.run([sys.executable, "-m", "steps.plan", "--store", str(store), "--job-id",
@@ -248,8 +251,12 @@ def test_the_book_is_bound_to_the_job(small, tmp_path):
                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert plan.returncode == 3 and "was started with book" in plan.stderr
     assert read_job(LocalStore(store), "b1").status is Status.PREPAY_READY
-    completed = run_ok("run", "--job-id", "b1", "--store", str(store), "--stage", "postpay")
-    assert completed["status"] == "completed"
+    # the same book moved elsewhere is still the job's book, and the record follows it
+    moved = tmp_path / "moved"
+    small.rename(moved)
+    completed = run_ok("run", str(moved), "--job-id", "b1", "--store", str(store),
+                       "--stage", "postpay")
+    assert completed["status"] == "completed" and completed["book_uri"] == str(moved)
 
 
 def test_an_empty_job_id_is_a_usage_error(small, tmp_path):

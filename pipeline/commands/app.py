@@ -260,10 +260,7 @@ def prepare_job(target: Store, book: str | None, photo: str | None, name: str | 
     skip_analysis = False
     if record is not None:
         _check_same(record, target, photo, name, age, gender)
-        if book is not None and _book_uri(book) != record.book_uri:
-            fail(EXIT_INPUT, f"job {job_id} is bound to book {record.book_uri}, not "
-                              f"{_book_uri(book)}; leave BOOK out or use a new job id")
-        book = record.book_uri
+        book = _bound_book(target, record, book)
         if stage is Stage.postpay and not record.reached(Status.PREPAY_READY):
             fail(EXIT_USAGE, f"job {job_id} never reached prepay_ready ({record.status.value}); "
                               "run --stage prepay first")
@@ -291,6 +288,30 @@ def prepare_job(target: Store, book: str | None, photo: str | None, name: str | 
             "photo_key": photo_key, "child_name": name, "child_age": age,
             "child_gender": gender or "unspecified", "randomize_seed": str(randomize_seed).lower(),
             "skip_analysis": str(skip_analysis).lower(), "pages_per_task": str(pages_per_task)}
+
+
+def _bound_book(store: Store, record: JobRecord, book: str | None) -> str:
+    """The job's book: BOOK may be left out; given, it must be the job's book (the manifest's
+    id), possibly moved (the record then follows it). Another book is exit 3."""
+    if book is None or _book_uri(book) == record.book_uri:
+        return record.book_uri
+    from steps.core.job import update_job
+    from steps.core.manifest import load_book
+
+    try:
+        given = load_book(_book_uri(book)).book.id
+    except InputError:
+        return _book_uri(book)   # the steps say what is wrong with it, and record it
+    if record.book_id and given != record.book_id:
+        fail(EXIT_INPUT, f"job {record.job_id} is bound to book {record.book_id!r} "
+                          f"({record.book_uri}), not {given!r}; leave BOOK out or use a new "
+                          "job id")
+
+    def moved(job: JobRecord) -> None:
+        job.book_uri = _book_uri(book)
+
+    update_job(store, record.job_id, moved)
+    return _book_uri(book)
 
 
 def _check_regeneration(store: Store, record: JobRecord, pages: list[int]) -> None:
