@@ -80,7 +80,11 @@ def make_backgrounds(store: Store, job_id: str, loaded: LoadedBook, pages: list[
         for num in pages:
             page = book.page(num)
             base = loaded.read(page.base)
-            face = (photo_bytes(), record.analysis, seeds[num]) if page.needs_face_swap else ()
+            # what the face depends on: the photo, the analysis (not its regeneration state:
+            # the page's seed stands for that) and the seed
+            face = (photo_bytes(), record.analysis.model_dump(mode="json", exclude={
+                "generation_retry"}) if record.analysis else None,
+                seeds[num]) if page.needs_face_swap else ()
             inputs = artifacts.fingerprint(code, backend, base, book.output, page.model_dump(
                 include={"needs_face_swap", "face", "prompt", "negative_prompt"}), *face)
             kept = artifacts.reuse(store, record, "page_bg_png", num, inputs)

@@ -191,6 +191,13 @@ def test_regenerating_named_pages_keeps_the_others(tmp_path):
     again = run_ok("run", "--job-id", "p1", "--store", str(store), "--pages", "3")
     new_seeds = again["analysis"]["generation_retry"]["seeds"]
     assert new_seeds["1"] == seeds["1"] and new_seeds["3"] != seeds["3"]
+
+    def made_from(record: dict) -> dict[int, str]:
+        return {a["page"]: a["inputs_sha256"] for a in record["artifacts"] if a["kind"] == "page_bg_png"}
+
+    before, after = made_from(first), made_from(again)
+    assert after[1] == before[1] and after[2] == before[2]   # kept
+    assert after[3] != before[3]                              # made again with its new seed
     assert again["analysis"]["generation_retry"]["count"] == 1
 
     wrong = bookjob("run", "--job-id", "p1", "--store", str(store), "--pages", "4")
