@@ -10,7 +10,6 @@ import http.server
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -90,7 +89,7 @@ def test_two_runs_of_one_job_started_together(small, tmp_path):
     a = start(*args)
     time.sleep(0.3)
     b = start(*args)
-    (a_out, a_err), (b_out, b_err) = a.communicate(timeout=600), b.communicate(timeout=600)
+    (_, a_err), (_, b_err) = a.communicate(timeout=600), b.communicate(timeout=600)
     codes = sorted([a.returncode, b.returncode])
     assert codes == [0, EXIT_BUSY], a_err + b_err
     refused = b_err if b.returncode == EXIT_BUSY else a_err

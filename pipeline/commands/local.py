@@ -101,7 +101,6 @@ def run(
     One run per job at a time: a run that finds the job held by another says so in one line
     and exits 4 (or waits, with --wait-for-lease); the job is left as it is."""
     from pipeline.lease import EXIT_BUSY, Busy, Lease
-    from pipeline.local import LocalEngine, StepFailed
 
     target = store_at(store)
     if job_id is not None and not job_id.strip():
