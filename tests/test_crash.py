@@ -128,8 +128,8 @@ KILLS = [
     ("analyze", "write", 1),       # the new record's temporary file is complete, not renamed
     ("analyze", "update", 1),      # analysis.json stored, record not yet analyzing_completed
     ("backgrounds", "write", 1),   # page 1's background half-way into place
-    ("render", "write", 2),        # page 1 stored, page 2 half-way into place
-    ("render", "record", 1),       # both pages stored, neither recorded
+    ("render", "write", 2),        # page 1 stored, its record half-way into place
+    ("render", "record", 1),       # page 1 stored, not yet recorded (records are per page)
     ("assemble", "record", 1),     # the preview stored, not recorded
     ("finalize", "update", 1),     # everything done but the status
 ]
