@@ -131,6 +131,13 @@ class ArgoServer:
                            label_selector=f"{JOB_LABEL}={label_value(job_id)}")
         return [self._plain(w) for w in found.items or []]
 
+    def terminate(self, name: str) -> dict:
+        """Stop a workflow without running its exit handler (Argo's terminate)."""
+        from hera.workflows.models import WorkflowTerminateRequest
+
+        request = WorkflowTerminateRequest(name=name, namespace=self.settings.namespace)
+        return self._plain(self._call(self.service.terminate_workflow, name, request))
+
     def logs(self, name: str) -> Iterator[tuple[str, str]]:
         # The log endpoint streams one JSON object per line ({"result": LogEntry}), which
         # Hera's workflow_logs does not parse: read the stream through its session.
@@ -188,6 +195,11 @@ class Kubernetes:
                            label_selector=f"{JOB_LABEL}={label_value(job_id)}")
         return found.get("items", [])
 
+    def terminate(self, name: str) -> dict:
+        """Argo's terminate through the resource: ``spec.shutdown: Terminate``."""
+        return self._call(self.custom.patch_namespaced_custom_object, GROUP, VERSION,
+                          self.settings.namespace, PLURAL, name, {"spec": {"shutdown": "Terminate"}})
+
     def logs(self, name: str) -> Iterator[tuple[str, str]]:
         pods = self._call(self.core.list_namespaced_pod, self.settings.namespace,
                           label_selector=f"workflows.argoproj.io/workflow={name}")
@@ -210,6 +222,35 @@ class Kubernetes:
                 raise ClusterError(f"Kubernetes API: {e}") from e
             for line in response.data.decode("utf-8", "replace").splitlines():
                 yield pod.metadata.name, line
+
+
+def running(client: ArgoServer | Kubernetes, job_id: str) -> list[dict]:
+    """The job's workflows that have not ended (label ``bookjob/job-id``)."""
+    return [w for w in client.find(job_id) if phase(w) not in DONE]
+
+
+class JobBusy(ClusterError):
+    """The job already has a workflow that has not ended."""
+
+
+def start_workflow(client: ArgoServer | Kubernetes, params: dict[str, str],
+                   template: str = TEMPLATE_NAME, replace: bool = False) -> dict:
+    """Create the job's workflow: refused while another of the job's workflows runs, unless
+    ``replace`` (that one is terminated first)."""
+    job_id = params["job_id"]
+    for workflow in check_running(client, job_id, replace):
+        client.terminate(workflow["metadata"]["name"])
+    return client.create(workflow_manifest(params, template))
+
+
+def check_running(client: ArgoServer | Kubernetes, job_id: str, replace: bool) -> list[dict]:
+    """The job's running workflows (to replace); :class:`JobBusy` if there are and not ``replace``."""
+    found = running(client, job_id)
+    if found and not replace:
+        workflow = found[0]
+        raise JobBusy(f"job {job_id} already has workflow {workflow['metadata']['name']} "
+                      f"({phase(workflow)}); wait for it, or replace it (--replace)")
+    return found
 
 
 def connect(settings: ClusterSettings) -> ArgoServer | Kubernetes:

@@ -8,7 +8,9 @@ each step of a chain is started while the one before it runs and waits for the g
 meanwhile; with every core busy it would only compete with the work. In a job of two passes
 the next pass's first render step starts as soon as this pass's pages are made (its arguments
 come with the go-ahead), so its browser boots while this pass assembles. Transient failures are
-retried as the spec says; exit code 3 (bad input) is not. A step's output goes to ``jobs/{job_id}/logs/`` in the store.
+retried as the spec says; exit code 3 (bad input) is not. A step's output goes to
+``jobs/{job_id}/logs/{run_id}/`` in the store (each run keeps its own). While chunk steps run,
+the pages they report stored are passed to ``pages`` (the CLI's progress bars).
 """
 
 from __future__ import annotations
@@ -29,9 +31,12 @@ from pipeline.launch import Started, launcher
 from pipeline.spec import ON_EXIT, PARAMETERS, PASSES, Step, steps_for
 from steps.core.job import JobNotFound, JobRecord, Status, read_job
 from steps.core.store import S3Store, Store, StoreError, log_key
-from steps.protocol import EXIT_INPUT, GO_FILE, last_error, say, unchanged_lines, work_seconds
+from steps.protocol import (EXIT_INPUT, GO_FILE, last_error, progress_of, say, unchanged_lines,
+                            work_seconds)
 
 Progress = Callable[[str], None]
+# (chunk, step, pages done, pages in the chunk): called as a chunk step stores each page
+PageProgress = Callable[[str, str, int, int], None]
 FAILED = (Status.ANALYSIS_FAILED, Status.GENERATION_FAILED)
 
 
@@ -91,10 +96,14 @@ def chunk_chain(steps: list[Step]) -> list[Step]:
 
 class LocalEngine:
     def __init__(self, store: Store, params: dict[str, str], progress: Progress = lambda _: None,
-                 workers: int | None = None, retry_delay_s: float = 0.5) -> None:
+                 workers: int | None = None, retry_delay_s: float = 0.5,
+                 pages: PageProgress | None = None, run_id: str | None = None) -> None:
         self.store = store
+        # each run keeps its own logs: jobs/{job_id}/logs/{run_id}/…
+        self.run_id = run_id or uuid.uuid4().hex[:12]
         self.params = params
         self.progress = progress
+        self.pages = pages
         self.workers = workers or os.cpu_count() or 1
         self.retry_delay_s = retry_delay_s
         self.runs: list[StepRun] = []
@@ -192,9 +201,10 @@ class LocalEngine:
         started = time.perf_counter()
         for attempt in range(1, step.retries + 2):
             if attempt == 1 and early is not None:
-                done = early.go(command[3:]).wait()
+                process = early.go(command[3:])
             else:
-                done = self.launcher.run(step.module, command[3:])
+                process = self.launcher.start(step.module, command[3:])
+            done = self._wait(process, step.name, chunk)
             if done.returncode in (0, EXIT_INPUT) or attempt > step.retries:
                 break
             self.progress(f"  ! {step.name} exited {done.returncode}, retrying ({attempt}/{step.retries})")
@@ -202,15 +212,49 @@ class LocalEngine:
         run = StepRun(values["pass_stage"], step.name, chunk, time.perf_counter() - started,
                       work_seconds(done.stderr), done.returncode, attempt, command)
         self.runs.append(run)
-        self._save_log(log_key(values["job_id"], name), done.stdout + done.stderr)
+        log = log_key(values["job_id"], f"{self.run_id}/{name}")
+        self._save_log(log, done.stdout + done.stderr)
         if done.returncode == 0:
             self.progress(f"  \u2713 {run.label:<36} {run.wall_s:6.2f} s")
             for line in unchanged_lines(done.stderr):  # work a step found already done
                 self.progress(f"      {line}")
             return run
         self.progress(f"  \u2717 {run.label:<36} exit {done.returncode}")
-        raise StepFailed(run, self._fail(step, run, log_key(values["job_id"], name),
+        raise StepFailed(run, self._fail(step, run, log,
                                          last_error(done.stderr)))
+
+    def _wait(self, started: Started, step: str, chunk: str | None):
+        """Wait for a step; for a chunk step, report each page it says it stored as it goes."""
+        if self.pages is None or chunk is None:
+            return started.wait()
+        seen = [0]
+
+        def report(text: str) -> None:
+            lines = [p for p in map(progress_of, text.splitlines()) if p]
+            for line in lines[seen[0]:]:
+                self.pages(chunk, step, int(line["done"]), int(line["total"]))
+            seen[0] = max(seen[0], len(lines))
+
+        stop = threading.Event()
+
+        def tail() -> None:
+            while not stop.wait(0.1):
+                try:
+                    text = Path(started.err).read_text(errors="replace")
+                except OSError:
+                    continue
+                # only whole lines: the last one may still be being written
+                report(text[:text.rfind("\n") + 1])
+
+        watcher = threading.Thread(target=tail, daemon=True)
+        watcher.start()
+        try:
+            done = started.wait()
+        finally:
+            stop.set()
+            watcher.join()
+        report(done.stderr)
+        return done
 
     def _save_log(self, key: str, text: str) -> None:
         """Keep a step's output in the store; a store that is down must not hide the failure."""
@@ -223,7 +267,10 @@ class LocalEngine:
         """Run the on-exit step as Argo would, then return the job's error message."""
         record = self._record()
         # on_exit leaves a job that its step already marked failed as it is: no need to run it.
-        if record is None or record.status not in FAILED or record.error is None:
+        # Exit code 3 is the step's own word: it marked the job, or refused the request and
+        # left the job as it was (a regeneration over the limit, another book).
+        marked = record is not None and record.status in FAILED and record.error is not None
+        if run.exit_code != EXIT_INPUT and not marked:
             # Argo's node message, plus the step's own last error line where it printed one
             message = f"Error (exit code {run.exit_code})" + (f": {detail.rstrip('.')}" if detail else "")
             failures = json.dumps([{"displayName": run.label,
@@ -231,8 +278,11 @@ class LocalEngine:
                                     "message": message}])
             values = {**self.params, "workflow_status": "Failed", "failures": failures}
             done = self.launcher.run(ON_EXIT.module, ON_EXIT.argv(values))
-            self._save_log(log_key(self.params["job_id"], "on_exit"), done.stdout + done.stderr)
+            self._save_log(log_key(self.params["job_id"], f"{self.run_id}/on_exit"),
+                           done.stdout + done.stderr)
             record = self._record()
+        if run.exit_code == EXIT_INPUT and detail:
+            return detail
         if record is not None and record.error is not None:
             return record.error.message
         if detail and run.exit_code != EXIT_INPUT:

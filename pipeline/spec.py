@@ -38,6 +38,7 @@ PARAMETERS: dict[str, str] = {
     "language": "",              # "" = the book's first language
     "dedication": "",
     "randomize_seed": "false",
+    "skip_analysis": "false",    # "true": the prepay pass runs no analyze step (already analysed)
     "pages_per_task": "0",
     "analyzer": _DEFAULTS["analyzer"].default,
     "analyzer_model": "",        # "" = not set: the step falls back to $BOOKJOB_ANALYZER_MODEL

@@ -4,7 +4,9 @@ measure the child's features.
 CPU backend ``heuristic``: the largest face and its eyes with OpenCV's shipped cascades,
 hair, eye and skin colour from measured pixels, gender as given by the parent. The result is
 ``jobs/{job_id}/analysis.json`` and the record's ``analysis``; the job becomes
-``analyzing_completed``. No face in the photo: ``analysis_failed``, exit 3.
+``analyzing_completed``. No face in the photo: ``analysis_failed``, exit 3. A job already
+analysed from the same photo (and analyzer) is left as it is: its status never goes back to
+``analyzing`` (stage ``prepay`` after ``analyze``, a late duplicate of this step).
 
 Production backend ``qwen2-vl`` (:mod:`steps.backends.qwen`): the same face check first, then Qwen2-VL
 from a local model directory (``--analyzer-model`` or ``$BOOKJOB_ANALYZER_MODEL``), falling
@@ -13,13 +15,16 @@ back to the measured features when the model's answer is unusable.
 
 from __future__ import annotations
 
+import hashlib
+
 from steps import runner
 from steps.backends.base import ANALYZERS, analyzer
 from steps.core import artifacts
-from steps.core.errors import InputError
+from steps.core.analysis import Analysis
+from steps.core.errors import InputError, Refusal
 from steps.core.images import load_photo
-from steps.core.job import (JobRecord, Status, create_job, parse_age, read_job, update_job,
-                       validate_gender, validate_job_id, validate_name)
+from steps.core.job import (JobRecord, Status, create_job, new_record, parse_age, read_job,
+                            update_job, validate_gender, validate_job_id, validate_name)
 from steps.core.glyphs import check_job
 from steps.core.manifest import load_book
 from steps.core.messages import Child, validate_dedication
@@ -39,19 +44,13 @@ def analyzer_model(args) -> str:
 
 
 def start_job(store: Store, args) -> JobRecord:
-    """Create the record, or resume it if the same job is run again."""
-    try:
-        age = parse_age(args.age)
-    except InputError:
-        age = None
+    """Create the record, or find it if the same job is run again (its status unchanged)."""
     try:
         dedication = validate_dedication(args.dedication)
-    except InputError:
+    except InputError:  # recorded as given, then refused with the job marked failed
         dedication = str(args.dedication)[:1000]
-    fresh = JobRecord(job_id=args.job_id, book_uri=args.book, photo_key=args.photo_key,
-                      child_name=str(args.name).strip()[:200], child_age=age,
-                      child_gender=args.gender, language=args.language,
-                      dedication=dedication)
+    fresh = new_record(args.job_id, args.book, args.photo_key, args.name, args.age, args.gender,
+                       language=args.language, dedication=dedication)
     if create_job(store, fresh):
         return fresh
     existing = read_job(store, args.job_id)
@@ -62,8 +61,7 @@ def start_job(store: Store, args) -> JobRecord:
     if given != stored:
         raise InputError("job_mismatch", f"Job {args.job_id} already exists for other child "
                                          "details or another photo; use a new job id.")
-
-    return update_job(store, args.job_id, lambda record: record.move_to(Status.ANALYZING))
+    return existing
 
 
 def find_photo(store: Store, job_id: str) -> str:
@@ -86,6 +84,10 @@ def work(args) -> None:
     dedication = validate_dedication(args.dedication)
     loaded = load_book(args.book)
     book = loaded.book
+    if record.book_id and book.id != record.book_id:
+        raise Refusal("book_mismatch", f"Job {args.job_id} was started with book "
+                                       f"{record.book_id!r}, not {book.id!r}; leave BOOK out or "
+                                       "use a new job id.")
     language = book.edition(args.language)
     # Every character the job will typeset, against its fonts: before any GPU or page work.
     check_job(loaded, language, Child(validate_name(args.name), parse_age(args.age), gender,
@@ -103,20 +105,36 @@ def work(args) -> None:
     analysis = record.analysis
     if (analysis is not None and analysis.inputs_sha256 == inputs
             and store.exists(analysis_key(args.job_id))):
+        # Already analysed from this photo: a later status stays as it is (a prepay run or a
+        # late duplicate never sends the job back to analysing).
         artifacts.unchanged("analysis")
-    else:
-        analysis = analyzer(args.analyzer)(load_photo(photo_bytes), gender, model_dir=model)
-        analysis.inputs_sha256 = inputs
-        store.write(analysis_key(args.job_id), analysis.model_dump_json(indent=2).encode())
+        if record.status in (Status.ANALYZING, Status.ANALYSIS_FAILED):
+            update_job(store, args.job_id,
+                       lambda r: _complete(r, book.id, analysis, photo_bytes, language, dedication))
+        return
+    if record.status is not Status.ANALYZING:
+        update_job(store, args.job_id, lambda r: r.move_to(Status.ANALYZING))
+    made = analyzer(args.analyzer)(load_photo(photo_bytes), gender, model_dir=model)
+    made.inputs_sha256 = inputs
+    if analysis is not None:  # regenerations so far belong to the job, not to one analysis
+        made.generation_retry = analysis.generation_retry
+    store.write(analysis_key(args.job_id), made.model_dump_json(indent=2).encode())
+    update_job(store, args.job_id,
+               lambda r: _complete(r, book.id, made, photo_bytes, language, dedication))
 
-    def done(record: JobRecord) -> None:
-        record.book_id = book.id
-        record.language = language
-        record.dedication = dedication
-        record.analysis = analysis
-        record.move_to(Status.ANALYZING_COMPLETED)
 
-    update_job(store, args.job_id, done)
+def _complete(record: JobRecord, book_id: str, analysis: Analysis, photo: bytes, language: str,
+              dedication: str) -> None:
+    record.book_id = book_id
+    record.language = language
+    record.dedication = dedication
+    if record.analysis is not None:  # a flag the shop set meanwhile is kept
+        analysis.generation_retry = record.analysis.generation_retry
+    record.analysis = analysis
+    record.photo_sha256 = hashlib.sha256(photo).hexdigest()
+    if record.status is Status.ANALYSIS_FAILED:
+        record.move_to(Status.ANALYZING)
+    record.move_to(Status.ANALYZING_COMPLETED)
 
 
 def main() -> None:

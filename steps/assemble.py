@@ -8,6 +8,7 @@ page at print size; the page PNGs are embedded as they are (img2pdf), so the pri
 from __future__ import annotations
 
 import io
+import sys
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -73,6 +74,9 @@ def work(args) -> None:
     pages = book.stage_pages("prepay" if preview else "full")
     kind = "preview_pdf" if preview else "book_pdf"
     key = preview_key(args.job_id) if preview else book_key(args.job_id)
+    if not pages:  # an empty stage: nothing to assemble, and finalize owes no PDF
+        print(f"assemble: the {args.stage} stage has no pages; no PDF", file=sys.stderr)
+        return
     pngs = page_pngs(store, args.job_id, pages)
     inputs = artifacts.fingerprint(artifacts.code_version(__name__), kind, book.output, *pngs)
     made = artifacts.reuse(store, read_job(store, args.job_id), kind, None, inputs)

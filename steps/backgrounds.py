@@ -6,24 +6,28 @@ seamless blend; production backend ``comfyui``: a ComfyUI server, see :mod:`step
 the others are the base illustration. Both are resized to the book's page size and written as
 ``layout/{job_id}/pages/page_XX_bg.png`` with the book's DPI. The face backend is made once
 per chunk (one photo decode, one model or connection for all its pages). Each face page gets a
-seed, fixed per job and page unless the job asks for random ones, recorded in the job record
-(``generation_retry.seeds``).
+seed: the one recorded in the analysis's ``generation_retry.seeds`` (a regeneration's fresh
+seeds are drawn there by ``plan``), else one fixed per job and page, which is then recorded.
+Each page's artifact record is written as soon as the page is stored, so the job record (and
+``bookjob status``, the webhook, the shop) shows pages appear one by one.
 """
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+import sys
 
 import numpy as np
 
 from steps import runner
 from steps.backends.base import FACE_TRANSFERS, FaceRequest, face_transfer
-from steps.core.analysis import Analysis
+from steps.core.analysis import Analysis, child_prompt
 from steps.core import artifacts
 from steps.core.errors import InputError
 from steps.core.images import encode_png, load_page, load_photo
 from steps.core.job import JobRecord, read_job, update_job
+from steps.protocol import progress_line
 from steps.core.manifest import LoadedBook, load_book
 from steps.core.settings import settings
 from steps.core.store import Store, open_store, page_bg_key
@@ -42,8 +46,9 @@ def page_seed(job_id: str, num: int, randomize: bool) -> int:
 
 
 def page_prompt(page_prompt_text: str, analysis: Analysis | None) -> str:
-    """The page's scene prompt followed by the child's common prompt from the analysis."""
-    parts = [page_prompt_text.strip(), analysis.prompt.strip() if analysis else ""]
+    """The page's scene prompt followed by the child's common prompt from the analysis (its
+    gender: the parent's, else the analysis's, else "child")."""
+    parts = [page_prompt_text.strip(), child_prompt(analysis) if analysis else ""]
     return ", ".join(p for p in parts if p)
 
 
@@ -52,11 +57,14 @@ def make_backgrounds(store: Store, job_id: str, loaded: LoadedBook, pages: list[
                      progress=lambda done, total: None) -> list:
     record = read_job(store, job_id)
     book = loaded.book
-    randomize = record.generation_retry.randomize_seed
-    seeds = {n: page_seed(job_id, n, randomize) for n in pages if book.page(n).needs_face_swap}
-    if seeds:
+    recorded = record.generation_retry.seeds
+    seeds = {n: recorded.get(str(n), page_seed(job_id, n, False))
+             for n in pages if book.page(n).needs_face_swap}
+    if any(str(n) not in recorded for n in seeds) and record.analysis is not None:
         def remember(job: JobRecord) -> None:
-            job.generation_retry.seeds.update({str(n): s for n, s in seeds.items()})
+            if job.analysis is not None:
+                for n, seed in seeds.items():
+                    job.analysis.generation_retry.seeds.setdefault(str(n), seed)
 
         update_job(store, job_id, remember)
     transfer = None
@@ -75,12 +83,18 @@ def make_backgrounds(store: Store, job_id: str, loaded: LoadedBook, pages: list[
             progress(done, len(pages))
             page = book.page(num)
             base = loaded.read(page.base)
-            face = (photo_bytes(), record.analysis, seeds[num]) if page.needs_face_swap else ()
+            # what the face depends on: the photo, the analysis (not its regeneration state:
+            # the page's seed stands for that) and the seed
+            face = (photo_bytes(), record.analysis.model_dump(mode="json", exclude={
+                "generation_retry"}) if record.analysis else None,
+                seeds[num]) if page.needs_face_swap else ()
             inputs = artifacts.fingerprint(code, backend, base, book.output, page.model_dump(
                 include={"needs_face_swap", "face", "prompt", "negative_prompt"}), *face)
             kept = artifacts.reuse(store, record, "page_bg_png", num, inputs)
             if kept is not None:
                 made.append(kept)
+                print(progress_line("backgrounds", num, len(made), len(pages)), file=sys.stderr,
+                      flush=True)
                 continue
             image = load_page(base, book.output.page_size_px, what=f"base image of page {num}")
             if page.needs_face_swap:
@@ -97,6 +111,9 @@ def make_backgrounds(store: Store, job_id: str, loaded: LoadedBook, pages: list[
             made.append(artifacts.put(store, page_bg_key(job_id, num),
                                       encode_png(image, book.output.dpi), "page_bg_png", num,
                                       inputs))
+            artifacts.record(store, job_id, made[-1:])   # the page appears in the record now
+            print(progress_line("backgrounds", num, len(made), len(pages)), file=sys.stderr,
+                  flush=True)
     finally:
         if transfer is not None:
             transfer.close()
@@ -130,9 +147,9 @@ def work(args) -> None:
         pages = [n for n in pages if (n in faces) == args.only_faces]
     options = backend_options(args) if any(
         loaded.book.page(n).needs_face_swap for n in pages) else {}
-    artifacts.record(store, args.job_id, make_backgrounds(store, args.job_id, loaded, pages,
-                                                          args.face_backend, options,
-                                                          runner.report_progress))
+    # each page's record is written as the page is stored (make_backgrounds)
+    make_backgrounds(store, args.job_id, loaded, pages, args.face_backend, options,
+                     runner.report_progress)
 
 
 def main() -> None:

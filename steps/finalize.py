@@ -1,13 +1,16 @@
 """Step ``finalize``: check that a stage made everything it owes, then mark it done.
 
 ``prepay`` -> ``prepay_ready`` (needs each prepay page and the preview);
-``postpay`` -> ``completed`` (needs every page and the book).
+``postpay`` -> ``completed`` (needs every page and the book). A stage without pages owes no
+PDF. A late duplicate that finds the job already there (or past it) changes nothing.
 """
 
 from __future__ import annotations
 
+import sys
+
 from steps import runner
-from steps.core.job import JobRecord, Status, update_job
+from steps.core.job import ORDER, JobRecord, Status, update_job
 from steps.core.manifest import load_book
 from steps.core.store import open_store
 
@@ -17,7 +20,8 @@ DONE = {"prepay": (Status.PREPAY_READY, "preview_pdf"), "postpay": (Status.COMPL
 def missing_outputs(record: JobRecord, pages: list[int], pdf_kind: str) -> list[str]:
     missing = [f"page {n}" for n in pages
                if record.artifact("page_png", n) is None or record.artifact("page_bg_png", n) is None]
-    return missing + ([pdf_kind] if record.artifact(pdf_kind) is None else [])
+    owes_pdf = bool(pages) and record.artifact(pdf_kind) is None
+    return missing + ([pdf_kind] if owes_pdf else [])
 
 
 def work(args) -> None:
@@ -27,6 +31,9 @@ def work(args) -> None:
     pages = book.stage_pages("prepay" if args.stage == "prepay" else "full")
 
     def finish(record: JobRecord) -> None:
+        if ORDER.get(record.status, -1) >= ORDER[status]:
+            print(f"finalize: job {args.job_id} is already {record.status.value}", file=sys.stderr)
+            return
         missing = missing_outputs(record, pages, pdf_kind)
         if missing:
             raise RuntimeError(f"stage {args.stage} is missing {', '.join(missing)}")

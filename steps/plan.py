@@ -7,19 +7,28 @@ pod each on a cluster); ``auto`` means one chunk per core of this machine (the l
 runs chunks in parallel, up to the cores; in a pod, its CPU limit), but no chunk under :data:`AUTO_MIN_PAGES` pages:
 each chunk pays for its own processes and browser (about 0.6 s of CPU here), which a chunk of
 one to three pages does not win back by running beside another (`make bench`).
+
+Regeneration (the old clients' ``analysis.generation_retry``): a prepay pass with
+``--randomize-seed``, or with the flag already set in the record (by the shop), draws fresh
+seeds for the stage's face pages (only ``generation_retry.pages`` when the shop or ``--pages``
+named some), counts the regeneration and resets the flag, all in the one update that starts
+the stage. Beyond ``BOOKJOB_MAX_REGENERATIONS`` it is refused (exit 3, the job untouched).
+A prepay pass that finds the job already past prepay (a late duplicate) changes nothing.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import sys
 from pathlib import Path
 
 from steps import runner
-from steps.core.errors import InputError
-from steps.core.job import JobRecord, Status, read_job, update_job
-from steps.core.manifest import load_book
+from steps.core.errors import InputError, Refusal
+from steps.core.job import ORDER, JobRecord, Status, read_job, update_job
+from steps.core.manifest import Book, load_book
+from steps.core.settings import settings
 from steps.core.store import open_store
 
 GENERATING = {"prepay": Status.PREPAY_GENERATING, "postpay": Status.POSTPAY_GENERATING}
@@ -51,6 +60,48 @@ def faces_on_gpu(face_backend: str, gpu_face_backends: str) -> bool:
     """Whether the face pages of ``face_backend`` go to the GPU step ``faces``: the engine
     names the backends that run on its GPU (the cluster with the ComfyUI sidecar: comfyui)."""
     return face_backend in {b.strip() for b in gpu_face_backends.split(",") if b.strip()}
+SEED_LIMIT = 2 ** 48
+
+
+def check_book(record: JobRecord, book: Book) -> None:
+    """The job is bound to the book it was started with (by the manifest's id: the same book
+    moved to another folder, or edited, is still its book)."""
+    if record.book_id and book.id != record.book_id:
+        raise Refusal("book_mismatch", f"Job {record.job_id} was started with book "
+                                       f"{record.book_id!r}, not {book.id!r}; leave BOOK out or "
+                                       "use a new job id.")
+
+
+def regeneration_pages(record: JobRecord, book: Book, stage_pages: list[int]) -> list[int]:
+    """The face pages a regeneration draws fresh seeds for."""
+    asked = record.generation_retry.pages or stage_pages
+    unknown = [n for n in asked if n not in stage_pages]
+    if unknown:
+        raise Refusal("bad_pages", f"Page {unknown[0]} is not a prepay page of book {book.id}; "
+                                   f"regenerate some of {', '.join(map(str, stage_pages))}.")
+    return [n for n in asked if book.page(n).needs_face_swap]
+
+
+def draw_seeds(record: JobRecord, pages: list[int]) -> None:
+    """A regeneration: fresh seeds for ``pages``, counted, the shop's flag reset."""
+    if record.analysis is None:
+        return
+    state = record.analysis.generation_retry
+    state.seeds.update({str(n): secrets.randbelow(SEED_LIMIT) for n in pages})
+    state.count += 1
+    state.randomize_seed = False
+    state.pages = []
+
+
+def drop_request(record: JobRecord) -> None:
+    if record.analysis is not None:
+        record.analysis.generation_retry.randomize_seed = False
+        record.analysis.generation_retry.pages = []
+
+
+def past(record: JobRecord, stage: str) -> bool:
+    """The job is already beyond this stage (a late duplicate of it)."""
+    return stage == "prepay" and ORDER.get(record.status, -1) > ORDER[Status.PREPAY_READY]
 
 
 def chunks(pages: list[int], pages_per_task: int | str) -> list[str]:
@@ -83,13 +134,39 @@ def work(args) -> None:
         raise InputError("not_prepaid", f"Job {args.job_id} never reached prepay_ready; "
                                         "run the prepay stage first.")
     book = load_book(args.book).book
+    check_book(record, book)
+    pages = book.stage_pages(args.stage)
+    retry = record.generation_retry
+    regenerate = args.stage == "prepay" and (args.randomize_seed or retry.randomize_seed)
+    if regenerate:
+        try:
+            if past(record, "prepay"):
+                raise Refusal("already_paid", f"Job {args.job_id} is {record.status.value}: "
+                                              "its prepay pages can no longer be regenerated.")
+            if retry.count >= settings().max_regenerations:
+                raise Refusal("regeneration_limit", f"Job {args.job_id} has been regenerated "
+                                                    f"{retry.count} times, the limit "
+                                                    "(BOOKJOB_MAX_REGENERATIONS); keep these "
+                                                    "pages.")
+            fresh = regeneration_pages(record, book, pages)
+        except Refusal:
+            update_job(store, args.job_id, drop_request)  # answered: the flag does not linger
+            raise
 
     def begin(record: JobRecord) -> None:
+        if past(record, args.stage):
+            return
         record.move_to(GENERATING[args.stage])
-        record.generation_retry.randomize_seed = args.randomize_seed
+        if regenerate:
+            draw_seeds(record, fresh)
 
-    update_job(store, args.job_id, begin)
-    pages = book.stage_pages(args.stage)
+    done = update_job(store, args.job_id, begin)
+    if past(done, args.stage):
+        print(f"plan: job {args.job_id} is already {done.status.value}, past {args.stage}; "
+              "nothing to change", file=sys.stderr)
+    if regenerate:
+        print(f"plan: regeneration {done.generation_retry.count}: fresh seeds for pages "
+              f"{', '.join(map(str, fresh)) or '(none with a face)'}", file=sys.stderr)
     planned = json.dumps(chunks(pages, args.pages_per_task))
     gpu = faces_on_gpu(args.face_backend, args.gpu_face_backends)
     face_pages = [n for n in pages if gpu and book.page(n).needs_face_swap]

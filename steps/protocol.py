@@ -8,7 +8,8 @@ A step is ``python -m steps.<name> ARGS``. What comes back to the engine:
   lacks something);
 - **lines on stderr** the engine reads: ``error: <one sentence>`` (the last one is the reason a
   person reads), one ``bookjob-timing {json}`` line with the step's own work time, and
-  ``<what>: unchanged, skipped`` for work a re-run found already done;
+  ``<what>: unchanged, skipped`` for work a re-run found already done, and one
+  ``bookjob-progress {json}`` line per page a chunk step has finished (its record is written);
 - the **go-file handshake**: an engine may start a step early with ``$BOOKJOB_GO_FILE`` set;
   the step warms up, then waits until that file says ``go`` (or ``stop``: it exits doing
   nothing). The engine writes the word atomically with :func:`say`; a ``go`` may carry the
@@ -29,6 +30,7 @@ EXIT_INPUT = 3
 
 ERROR_PREFIX = "error: "
 TIMING_PREFIX = "bookjob-timing "
+PROGRESS_PREFIX = "bookjob-progress "
 UNCHANGED = ": unchanged, skipped"
 GO_FILE = "BOOKJOB_GO_FILE"
 
@@ -39,6 +41,20 @@ def error_line(message: str) -> str:
 
 def timing_line(step: str, work_s: float, code: int) -> str:
     return TIMING_PREFIX + json.dumps({"step": step, "work_s": round(work_s, 4), "exit": code})
+
+
+def progress_line(step: str, page: int, done: int, total: int) -> str:
+    return PROGRESS_PREFIX + json.dumps({"step": step, "page": page, "done": done, "total": total})
+
+
+def progress_of(line: str) -> dict | None:
+    """A progress line's fields, or None for any other line."""
+    if not line.startswith(PROGRESS_PREFIX):
+        return None
+    try:
+        return json.loads(line[len(PROGRESS_PREFIX):])
+    except json.JSONDecodeError:
+        return None
 
 
 def unchanged_line(what: str) -> str:

@@ -25,6 +25,7 @@ from steps.core.job import JobRecord, read_job
 from steps.core.manifest import Book, LoadedBook, Page, TextLayer, load_book
 from steps.core.messages import Child, fill
 from steps.core.store import Store, open_store, page_bg_key, page_key
+from steps.protocol import progress_line
 
 
 def child_values(record: JobRecord) -> Child:
@@ -96,6 +97,7 @@ def render_pages(store: Store, job_id: str, loaded: LoadedBook, pages: list[int]
         kept = artifacts.reuse(store, record, "page_png", num, inputs)
         if kept is not None:
             made.append(kept)
+            print(progress_line("render", num, len(made), len(pages)), file=sys.stderr, flush=True)
         else:
             todo.append((num, background, blocks, inputs))
     # Chromium only starts when a page has text to set. Two helper threads decode the next
@@ -125,9 +127,13 @@ def render_pages(store: Store, job_id: str, loaded: LoadedBook, pages: list[int]
                 composite(page, *drawn)
             if previous is not None:
                 made.append(store_page(store, job_id, *previous))
+                print(progress_line("render", made[-1].page, len(made), len(pages)),
+                      file=sys.stderr, flush=True)
             previous = (num, inputs, pool.submit(encode_png, page, book.output.dpi))
         if previous is not None:
             made.append(store_page(store, job_id, *previous))
+            print(progress_line("render", made[-1].page, len(made), len(pages)), file=sys.stderr,
+                  flush=True)
         if renderer is not None and renderer.blocked_requests:
             print(f"render: blocked {len(renderer.blocked_requests)} request(s) that were not the "
                   f"book's: {', '.join(renderer.blocked_requests[:5])}", file=sys.stderr)
@@ -136,7 +142,10 @@ def render_pages(store: Store, job_id: str, loaded: LoadedBook, pages: list[int]
 
 
 def store_page(store: Store, job_id: str, num: int, inputs: str, encoded: Future):
-    return artifacts.put(store, page_key(job_id, num), encoded.result(), "page_png", num, inputs)
+    """Store a final page and add its record at once: the shop sees pages appear."""
+    artifact = artifacts.put(store, page_key(job_id, num), encoded.result(), "page_png", num, inputs)
+    artifacts.record(store, job_id, [artifact])
+    return artifact
 
 
 def warm_up(args):
@@ -156,7 +165,6 @@ def work(args, warm=None) -> None:
     loaded = load_book(args.book)
     pages = runner.parse_pages(args.pages)
     made = render_pages(store, args.job_id, loaded, pages, warm)
-    artifacts.record(store, args.job_id, made)
     artifacts.export(args.export, made, store)
 
 

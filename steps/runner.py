@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from steps.core import faults
-from steps.core.errors import InputError, SetupError, TransientError
+from steps.core.errors import InputError, Refusal, SetupError, TransientError
 from steps.core.job import JOB_ID, JobNotFound, mark_failed
 from steps.core.store import StoreError, open_store
 from steps.protocol import (EXIT_FAILURE, EXIT_INPUT, EXIT_OK, GO_FILE, error_line, go_arguments,
@@ -57,6 +57,14 @@ def report_progress(done: int, total: int) -> None:
             f.write(f"{done}/{total}\n")
     except OSError:  # progress is a courtesy: it never fails a step
         pass
+def _mark(args: argparse.Namespace, step: str, reason: str, message: str) -> None:
+    """Record the failure on the job; a record that cannot be marked never hides the exit code."""
+    try:
+        mark_failed(open_store(args.store), args.job_id, step, reason, message)
+    except (JobNotFound, StoreError):  # no record, or the store is down: nothing to mark
+        pass
+    except Exception as e:  # noqa: BLE001 - the step's own failure is what must be reported
+        print(f"could not mark job {args.job_id} failed: {e}", file=sys.stderr)
 
 
 def run(step: str, args: argparse.Namespace, work: Callable[..., None],
@@ -93,14 +101,15 @@ def run(step: str, args: argparse.Namespace, work: Callable[..., None],
             work(args)
         else:
             work(args, warm)
+    except JobNotFound as e:  # permanent: no record to work on (and none to mark)
+        code = EXIT_INPUT
+        print(error_line(f"{e}; start the job with its first stage (reason no_job)."),
+              file=sys.stderr)
     except InputError as e:
         code = EXIT_INPUT
         print(error_line(e.message), file=sys.stderr)
-        if JOB_ID.fullmatch(args.job_id or ""):
-            try:
-                mark_failed(open_store(args.store), args.job_id, step, e.reason, e.message)
-            except (JobNotFound, StoreError):  # no record, or the store is down: nothing to mark
-                pass
+        if not isinstance(e, Refusal) and JOB_ID.fullmatch(args.job_id or ""):
+            _mark(args, step, e.reason, e.message)
     except TransientError as e:  # the store, a server, the browser: one line, exit 1, retried
         code = EXIT_FAILURE
         what = "temporary store failure" if isinstance(e, StoreError) else "temporary failure"

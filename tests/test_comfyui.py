@@ -31,6 +31,7 @@ from steps.core.errors import InputError, SetupError
 from steps.core.images import load_page, load_photo
 from steps.core.job import JobRecord, Status, create_job, read_job, update_job
 from steps.core.manifest import load_book
+from steps.plan import draw_seeds
 from steps.core.store import LocalStore, upload_key
 from tests.helpers import make_book
 from tests.doubles.tiny_qwen import tiny_qwen  # noqa: F401 - the session fixture
@@ -78,7 +79,8 @@ def new_job(tmp_path: Path, book: Path, portrait: Path, *, randomize: bool = Fal
 
     def analysed(record: JobRecord) -> None:
         record.analysis = analysis
-        record.generation_retry.randomize_seed = randomize
+        if randomize:  # a regeneration: the plan step draws fresh seeds
+            draw_seeds(record, [1, 3])
         record.move_to(Status.ANALYZING_COMPLETED)
         record.move_to(Status.PREPAY_GENERATING)
 
@@ -157,17 +159,21 @@ def test_seeds_are_fixed_per_job_and_page_unless_randomized(comfy, prompted_book
     loaded = load_book(str(prompted_book))
     fixed = new_job(tmp_path / "a", prompted_book, portrait)
     make_backgrounds(fixed, JOB, loaded, [1, 3], "comfyui", options(comfy.url))
+    recorded = dict(read_job(fixed, JOB).generation_retry.seeds)
     make_backgrounds(fixed, JOB, loaded, [1, 3], "comfyui", options(comfy.url))
-    first, again = ([by_title(p["prompt"])["sampler"]["seed"] for p in comfy.received.prompts[i:i + 2]]
-                    for i in (0, 2))
-    assert first == again and first[0] != first[1]
+    # the same seeds again: the pages' inputs are unchanged, so nothing is sent a second time
+    assert len(comfy.received.prompts) == 2
+    first = [by_title(p["prompt"])["sampler"]["seed"] for p in comfy.received.prompts]
+    assert first == [recorded["1"], recorded["3"]] and first[0] != first[1]
+    assert first == [page_seed(JOB, 1, False), page_seed(JOB, 3, False)]
     other_job = page_seed("another-job", 1, False)
     assert other_job != first[0]
 
     comfy.reset()
     randomized = new_job(tmp_path / "b", prompted_book, portrait, randomize=True)
     make_backgrounds(randomized, JOB, loaded, [1, 3], "comfyui", options(comfy.url))
-    seeds_1 = read_job(randomized, JOB).generation_retry.seeds
+    seeds_1 = dict(read_job(randomized, JOB).generation_retry.seeds)
+    update_job(randomized, JOB, lambda record: draw_seeds(record, [1, 3]))  # regenerate again
     make_backgrounds(randomized, JOB, loaded, [1, 3], "comfyui", options(comfy.url))
     seeds_2 = read_job(randomized, JOB).generation_retry.seeds
     sent = [by_title(p["prompt"])["sampler"]["seed"] for p in comfy.received.prompts]
@@ -487,7 +493,7 @@ def test_bookjob_run_with_the_production_backends(comfy, tiny_qwen, prompted_boo
     assert analysis["source"] == "heuristic-fallback" and analysis["analyzer_model"] == str(tiny_qwen)
     assert len(analysis["warnings"]) == 3 and analysis["face_box"]
     # both face pages went through ComfyUI with their recorded seeds, one connection per chunk
-    seeds = record["generation_retry"]["seeds"]
+    seeds = record["analysis"]["generation_retry"]["seeds"]
     assert set(seeds) == {"1", "3"}
     sent = {by_title(p["prompt"])["base_image"]["image"]: by_title(p["prompt"])["sampler"]["seed"]
             for p in comfy.received.prompts}

@@ -94,7 +94,8 @@ def bookjob(book, job: str, store: str, env: dict) -> subprocess.CompletedProces
 
 @pytest.mark.slow
 def test_a_store_that_keeps_failing_is_reported_as_transient(proxy, bucket, book):
-    proxy.fault("503", times=float("inf"), match=lambda m, p: m == "PUT" and "/jobs/" in p)
+    # the job record's writes fail (the run's lease, jobs/down/lease.json, is taken)
+    proxy.fault("503", times=float("inf"), match=lambda m, p: m == "PUT" and "/jobs/down/job.json" in p)
     done = bookjob(book, "down", f"s3://{bucket}/data", {"AWS_ENDPOINT_URL_S3": proxy.url})
     terminal = done.stdout + done.stderr
     assert done.returncode == 1, terminal  # transient: not 3

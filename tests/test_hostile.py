@@ -215,7 +215,7 @@ def largest_face_wins(record: dict, store: Path) -> None:
 def rendered_literally(record: dict, store: Path) -> None:
     """The name is kept as typed, drawn as text, and the page asked for nothing (an <img> or a
     stylesheet read as markup would have asked, and been blocked and logged)."""
-    logs = sorted((store / f"jobs/{JOB}/logs").glob("prepay-render-*.log"))
+    logs = sorted((store / f"jobs/{JOB}/logs").glob("*/prepay-render-*.log"))  # logs/{run_id}/
     assert logs, "no render log"
     for log in (path.read_text() for path in logs):  # one per chunk
         assert "blocked" not in log and "Traceback" not in log

@@ -63,8 +63,8 @@ def test_a_step_told_to_go_does_its_work(tmp_path):
     assert step.poll() is None  # still waiting
     say(go, "go")
     _, err = step.communicate(timeout=60)
-    # the work ran (and met a job that does not exist: a crash for the engines to retry)
-    assert TIMING_PREFIX in err and step.returncode == 1
+    # the work ran (and met a job that does not exist: bad input, exit 3, reason no_job)
+    assert TIMING_PREFIX in err and step.returncode == 3 and "no_job" in err
     assert "nobody-1" in err
 
 

@@ -112,7 +112,8 @@ def test_a_well_formed_answer_is_parsed_validated_and_normalised(loaded, photo, 
                                                "hair_style": "curly", "eye_color": "gray"}
     # the parent's "unspecified" stands; the model's guess is only recorded
     assert result["gender"] == "unspecified" and result["model_gender"] == "girl"
-    assert result["prompt"] == prompt_for("unspecified", "blonde", "curly")
+    # the parent chose no gender: the prompt takes the model's (the text keeps "unspecified")
+    assert result["prompt"] == prompt_for("girl", "blonde", "curly")
     assert result["model_prompt"] == "A cheerful child, freckles"
     measured = analyze_heuristic(photo, "unspecified").model_dump(mode="json")
     assert result["measured"] == {k: measured[k] for k in FEATURES}

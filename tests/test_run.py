@@ -170,7 +170,7 @@ def test_a_machine_without_chromium_says_what_to_install(book, portrait, tmp_pat
     assert "BOOKJOB_CHROMIUM is set to" in record["error"]["message"]
     errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "BOOKJOB_CHROMIUM is set to" in errors[0], done.stderr
-    logs = list((store / "jobs/nochrome/logs").glob("prepay-render*"))
+    logs = list((store / "jobs/nochrome/logs").glob("*/prepay-render*"))  # logs/{run_id}/
     assert logs and all("Traceback" not in p.read_text() for p in logs)
 
 

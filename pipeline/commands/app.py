@@ -15,14 +15,15 @@ import os
 import sys
 import uuid
 from enum import Enum
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Annotated, Optional
 
 import typer
 
 from steps.core.errors import InputError
 from steps.protocol import EXIT_FAILURE, EXIT_INPUT, EXIT_USAGE
-from steps.core.job import JobNotFound, JobRecord, Status, read_job, validate_job_id
+from steps.core.job import (JobNotFound, JobRecord, Status, create_job, new_record, read_job,
+                            validate_job_id)
 from steps.core.settings import settings
 from steps.core.store import Store, StoreError, open_store, upload_key
 
@@ -46,6 +47,7 @@ DEMO = Path(__file__).parents[1] / "demo"
 
 
 class Stage(str, Enum):
+    analyze = "analyze"
     prepay = "prepay"
     postpay = "postpay"
     full = "full"
@@ -64,27 +66,68 @@ def say(message: str) -> None:
     typer.echo(message, err=True)
 
 
+class Failed(typer.Exit):
+    """A command's refusal: its exit code and the sentence it said (the Python API raises it
+    on as :class:`pipeline.api.BookJobError`)."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(code)
+        self.message = message
+
+
 def fail(code: int, message: str) -> None:
     say(f"error: {message}")
-    raise typer.Exit(code)
+    raise Failed(code, message)
 
 
 def _book_uri(book: str) -> str:
     return book if "://" in book else str(Path(book).absolute())
 
 
-def _upload_photo(store: Store, job_id: str, photo: Path) -> str:
+def read_photo(photo: str) -> tuple[bytes, str | None]:
+    """The photo's bytes and where they came from: a local file (no source), ``s3://bucket/key``,
+    ``https://…`` or ``http://…`` from a host in ``BOOKJOB_ALLOW_HTTP_HOSTS`` (the book files'
+    size limit and timeouts). A photo that cannot be read is exit 3."""
+    from steps.core.manifest import MAX_DOWNLOAD, download
+
+    photo = str(photo)
+    try:
+        if photo.startswith("s3://"):
+            parent, _, name = photo.removeprefix("s3://").rstrip("/").rpartition("/")
+            if not parent or not name:
+                raise InputError("bad_photo", f"--photo {photo!r} names no object; use "
+                                              "s3://bucket/key.")
+            data = open_store(f"s3://{parent}").read(name)
+            if len(data) > MAX_DOWNLOAD:
+                raise InputError("image_too_large", f"The photo {photo} is larger than "
+                                                    f"{MAX_DOWNLOAD // 2**20} MiB.")
+            return data, photo
+        if "://" in photo:
+            return download(photo, "The photo"), photo
+    except FileNotFoundError:
+        fail(EXIT_INPUT, f"there is no photo at {photo}; check the address")
+    except InputError as e:
+        fail(EXIT_INPUT, e.message)
+    path = Path(photo)
+    if not path.is_file():
+        fail(EXIT_USAGE, f"--photo {photo!r} is not a file (give a file, s3:// or https:// address)")
+    return path.read_bytes(), None
+
+
+def _upload_photo(store: Store, job_id: str, photo: str) -> tuple[str, str | None]:
+    """Copy the photo into ``uploads/<job>/``; its key and where it came from."""
     from steps.core.images import photo_ext
 
-    data = photo.read_bytes()
-    suffix = photo.suffix.lower().lstrip(".")
+    photo = str(photo)
+    data, source = read_photo(photo)
+    suffix = PurePosixPath(photo.split("?")[0]).suffix.lower().lstrip(".")
     ext = photo_ext(data) or (suffix if suffix.isalnum() and len(suffix) <= 5 else "bin")
     key = upload_key(job_id, ext)
     store.write(key, data)
-    return key
+    return key, source
 
 
-def _check_same(record: JobRecord, store: Store, photo: Path | None, name: str | None,
+def _check_same(record: JobRecord, store: Store, photo: str | None, name: str | None,
                 age: str | None, gender: str | None) -> None:
     """Given again for an existing job, the child's fields and photo must match its record."""
     given = {"name": (name, record.child_name), "gender": (gender, record.child_gender),
@@ -94,7 +137,7 @@ def _check_same(record: JobRecord, store: Store, photo: Path | None, name: str |
             fail(EXIT_USAGE, f"job {record.job_id} was made with {field} {stored!r}, not "
                               f"{value!r}; leave --{field} out or use a new job id")
     if photo is not None:
-        same = hashlib.sha256(photo.read_bytes()).digest() == hashlib.sha256(
+        same = hashlib.sha256(read_photo(photo)[0]).digest() == hashlib.sha256(
             store.read(record.photo_key)).digest()
         if not same:
             fail(EXIT_USAGE, f"job {record.job_id} was made with another photo; leave --photo "
@@ -120,9 +163,13 @@ def print_summary(record: JobRecord, store: Store, runs: list) -> None:
             typer.echo(f"  {artifact.kind}{page}: {location}")
 
 
-BookArg = Annotated[str, typer.Argument(help="A book folder holding book.yaml, or an s3:// prefix.")]
-PhotoOpt = Annotated[Optional[Path], typer.Option(
-    "--photo", help="The child's photo (JPEG, PNG, WebP, HEIC).", exists=True, dir_okay=False)]
+BookArg = Annotated[Optional[str], typer.Argument(
+    help="A book folder holding book.yaml, or an s3:// prefix (may be left out for an existing "
+         "job: it is bound to its book).")]
+PhotoOpt = Annotated[Optional[str], typer.Option(
+    "--photo", help="The child's photo (JPEG, PNG, WebP, HEIC): a file, s3://bucket/key, "
+                    "https://… (or http://… from a host in BOOKJOB_ALLOW_HTTP_HOSTS); copied "
+                    "into the store's uploads/<job>/.")]
 NameOpt = Annotated[Optional[str], typer.Option("--name", help="The child's name, 1-40 characters.")]
 AgeOpt = Annotated[Optional[str], typer.Option("--age", help="The child's age in years, 0-17.")]
 GenderOpt = Annotated[Optional[str], typer.Option("--gender", help="girl, boy or unspecified.")]
@@ -130,10 +177,15 @@ LanguageOpt = Annotated[Optional[str], typer.Option(
     "--language", help="The edition: one of the book's languages (default: its first).")]
 DedicationOpt = Annotated[Optional[str], typer.Option(
     "--dedication", help="Fills the book's {dedication}: up to 300 characters, newlines kept.")]
-StageOpt = Annotated[Stage, typer.Option("--stage", help="prepay, postpay, or full (both).")]
+StageOpt = Annotated[Stage, typer.Option(
+    "--stage", help="analyze (photo only), prepay, postpay, or full (prepay and postpay).")]
 JobIdOpt = Annotated[Optional[str], typer.Option(
     "--job-id", help="An existing job, or the id for a new one (default: a new UUID).")]
-SeedOpt = Annotated[bool, typer.Option("--randomize-seed", help="New random seeds for generation.")]
+SeedOpt = Annotated[bool, typer.Option(
+    "--randomize-seed", help="Regenerate: fresh seeds for the prepay pages (counted; at most "
+                             "BOOKJOB_MAX_REGENERATIONS times).")]
+PagesOpt = Annotated[Optional[str], typer.Option(
+    "--pages", help="Regenerate only these prepay pages, e.g. 2,3 (implies --randomize-seed).")]
 ChunkOpt = Annotated[str, typer.Option(
     "--pages-per-task", help="Pages per chunk (one process/pod each): a number, 0 (one chunk per "
                              "stage) or auto (one chunk per core, at least 4 pages each).")]
@@ -160,14 +212,46 @@ NotifyOpt = Annotated[Optional[str], typer.Option(
                          "$BOOKJOB_NOTIFY_SECRET) [env BOOKJOB_NOTIFY_URL].")]
 
 
-def prepare_job(target: Store, book: str, photo: Path | None, name: str | None, age: str | None,
-                gender: str | None, stage: Stage, job_id: str | None, randomize_seed: bool,
-                pages_per_task: str, language: str | None = None,
-                dedication: str | None = None) -> dict[str, str]:
+def _regeneration_pages(text: str | None) -> list[int]:
+    if text is None:
+        return []
+    try:
+        pages = sorted({int(n) for n in text.split(",") if n.strip()})
+    except ValueError:
+        pages = []
+    if not pages:
+        fail(EXIT_USAGE, f"--pages must list page numbers like 2,3, not {text!r}")
+    return pages
+
+
+def photo_unchanged(store: Store, record: JobRecord) -> bool:
+    """The job was analysed from the photo it has now (so a prepay run needs no analysis)."""
+    if record.analysis is None or not record.photo_sha256 or record.status in (
+            Status.ANALYZING, Status.ANALYSIS_FAILED):
+        return False
+    try:
+        return hashlib.sha256(store.read(record.photo_key)).hexdigest() == record.photo_sha256
+    except FileNotFoundError:
+        return False
+
+
+def prepare_job(target: Store, book: str | None, photo: str | None, name: str | None,
+                age: str | None, gender: str | None, stage: Stage, job_id: str | None,
+                randomize_seed: bool, pages_per_task: str, pages: str | None = None,
+                language: str | None = None, dedication: str | None = None) -> dict[str, str]:
     """Check what the user asked for against the store, upload a new job's photo, and return
-    the pipeline parameters. Usage errors exit 2; a bad job id exits 3."""
+    the pipeline parameters. Usage errors exit 2; a bad job id, another book for a bound job or
+    a regeneration over the limit exit 3 (the job untouched)."""
     if pages_per_task != "auto" and not pages_per_task.isdigit():
         fail(EXIT_USAGE, f"--pages-per-task must be a number or auto, not {pages_per_task!r}")
+    if job_id is not None and not job_id.strip():
+        fail(EXIT_USAGE, "--job-id is empty; give the job's id, or leave the option out for a "
+                          "new job")
+    regenerate_pages = _regeneration_pages(pages)
+    randomize_seed = randomize_seed or bool(regenerate_pages)
+    if randomize_seed and stage in (Stage.analyze, Stage.postpay):
+        fail(EXIT_USAGE, f"--randomize-seed and --pages regenerate prepay pages; use them with "
+                          f"--stage prepay or full, not {stage.value}")
     job_id = job_id or str(uuid.uuid4())
     try:
         validate_job_id(job_id)
@@ -177,8 +261,10 @@ def prepare_job(target: Store, book: str, photo: Path | None, name: str | None, 
         record: JobRecord | None = read_job(target, job_id)
     except JobNotFound:
         record = None
+    skip_analysis = False
     if record is not None:
         _check_same(record, target, photo, name, age, gender)
+        book = _bound_book(target, record, book)
         if stage is Stage.postpay and not record.reached(Status.PREPAY_READY):
             fail(EXIT_USAGE, f"job {job_id} never reached prepay_ready ({record.status.value}); "
                               "run --stage prepay first")
@@ -187,6 +273,9 @@ def prepare_job(target: Store, book: str, photo: Path | None, name: str | None, 
             if value is not None and stored and value.strip() != stored:
                 fail(EXIT_USAGE, f"job {job_id} was made with {option} {stored[:40]!r}; leave "
                                  f"{option} out or use a new job id")
+        if randomize_seed:
+            _check_regeneration(target, record, regenerate_pages)
+        skip_analysis = stage in (Stage.prepay, Stage.full) and photo_unchanged(target, record)
         photo_key, name, age, gender = (record.photo_key, record.child_name,
                                         str(record.child_age), record.child_gender)
         language, dedication = record.language, record.dedication
@@ -194,15 +283,70 @@ def prepare_job(target: Store, book: str, photo: Path | None, name: str | None, 
         if stage is Stage.postpay:
             fail(EXIT_USAGE, f"job {job_id} does not exist; postpay needs a job that reached "
                               "prepay_ready (run --stage prepay or full)")
-        missing = [opt for opt, v in (("--photo", photo), ("--name", name), ("--age", age)) if v is None]
+        if regenerate_pages:
+            fail(EXIT_USAGE, f"job {job_id} does not exist; --pages regenerates pages of a job "
+                              "that has them")
+        missing = [opt for opt, v in (("BOOK", book), ("--photo", photo), ("--name", name),
+                                      ("--age", age)) if v is None]
         if missing:
             fail(EXIT_USAGE, f"a new job needs {', '.join(missing)}")
-        photo_key = _upload_photo(target, job_id, photo)
+        photo_key, source = _upload_photo(target, job_id, photo)
+        if source is not None:  # the record keeps where the photo came from
+            create_job(target, new_record(job_id, _book_uri(book), photo_key, name, age,
+                                          gender or "unspecified", photo_source=source,
+                                          language=language or "", dedication=dedication or ""))
     return {"job_id": job_id, "book": _book_uri(book), "stage": stage.value, "store": target.uri,
             "photo_key": photo_key, "child_name": name, "child_age": age,
             "child_gender": gender or "unspecified", "randomize_seed": str(randomize_seed).lower(),
-            "pages_per_task": str(pages_per_task), "language": language or "",
-            "dedication": dedication or ""}
+            "skip_analysis": str(skip_analysis).lower(), "pages_per_task": str(pages_per_task),
+            "language": language or "", "dedication": dedication or ""}
+
+
+def _bound_book(store: Store, record: JobRecord, book: str | None) -> str:
+    """The job's book: BOOK may be left out; given, it must be the job's book (the manifest's
+    id), possibly moved (the record then follows it). Another book is exit 3."""
+    if book is None or _book_uri(book) == record.book_uri:
+        return record.book_uri
+    from steps.core.job import update_job
+    from steps.core.manifest import load_book
+
+    try:
+        given = load_book(_book_uri(book)).book.id
+    except InputError:
+        return _book_uri(book)   # the steps say what is wrong with it, and record it
+    if record.book_id and given != record.book_id:
+        fail(EXIT_INPUT, f"job {record.job_id} is bound to book {record.book_id!r} "
+                          f"({record.book_uri}), not {given!r}; leave BOOK out or use a new "
+                          "job id")
+
+    def moved(job: JobRecord) -> None:
+        job.book_uri = _book_uri(book)
+
+    update_job(store, record.job_id, moved)
+    return _book_uri(book)
+
+
+def _check_regeneration(store: Store, record: JobRecord, pages: list[int]) -> None:
+    """Refuse a regeneration over the limit before anything runs; note the pages asked for."""
+    from steps.core.job import ORDER, update_job
+
+    limit = settings().max_regenerations
+    if record.generation_retry.count >= limit:
+        fail(EXIT_INPUT, f"job {record.job_id} has been regenerated {record.generation_retry.count} "
+                          f"times, the limit (BOOKJOB_MAX_REGENERATIONS={limit}); keep these pages")
+    if ORDER.get(record.status, -1) > ORDER[Status.PREPAY_READY]:
+        fail(EXIT_INPUT, f"job {record.job_id} is {record.status.value}: its prepay pages can no "
+                          "longer be regenerated")
+    if pages:
+        if record.analysis is None:
+            fail(EXIT_USAGE, f"job {record.job_id} has no analysis yet; run --stage prepay first")
+
+        def ask(job: JobRecord) -> None:
+            if job.analysis is not None:
+                job.analysis.generation_retry.pages = pages
+                job.analysis.generation_retry.randomize_seed = True
+
+        update_job(store, record.job_id, ask)
 
 
 def backends(analyzer: str | None, analyzer_model: str | None, face_backend: str | None,

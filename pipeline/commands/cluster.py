@@ -14,10 +14,12 @@ import typer
 
 from pipeline.commands.app import (AgeOpt, AnalyzerModelOpt, AnalyzerOpt, BookArg, ChunkOpt,
                                    ComfyOpt, DedicationOpt, FaceBackendOpt, GenderOpt, JobIdOpt,
-                                   JsonOpt, LanguageOpt, NameOpt,
-                                   NotifyOpt, PhotoOpt, SeedOpt, Stage, StageOpt, StoreOpt, fail,
+                                   JsonOpt, LanguageOpt, NameOpt, NotifyOpt, PagesOpt, PhotoOpt,
+                                   SeedOpt, Stage, StageOpt, StoreOpt, fail,
                                    say, store_at, app, backends, prepare_job)
-from pipeline.cluster import ClusterError, ClusterSettings, connect, phase, wait, workflow_manifest
+from pipeline.cluster import (ClusterError, ClusterSettings, JobBusy, check_running, connect,
+                              phase, start_workflow, wait)
+from pipeline.lease import EXIT_BUSY
 from steps.protocol import EXIT_FAILURE, EXIT_USAGE
 
 ServerOpt = Annotated[Optional[str], typer.Option(
@@ -62,7 +64,7 @@ def _follow(client, settings: ClusterSettings, name: str, timeout: float, poll: 
 
 @app.command()
 def submit(
-    book: BookArg,
+    book: BookArg = None,
     photo: PhotoOpt = None,
     name: NameOpt = None,
     age: AgeOpt = None,
@@ -73,6 +75,7 @@ def submit(
     job_id: JobIdOpt = None,
     store: StoreOpt = None,
     randomize_seed: SeedOpt = False,
+    pages: PagesOpt = None,
     pages_per_task: ChunkOpt = "0",
     analyzer: AnalyzerOpt = None,
     analyzer_model: AnalyzerModelOpt = None,
@@ -84,6 +87,9 @@ def submit(
     namespace: NamespaceOpt = None,
     transport: TransportOpt = None,
     insecure: InsecureOpt = False,
+    replace: Annotated[bool, typer.Option(
+        "--replace", help="Terminate the job's running workflow and start this one (without "
+                          "it, a job with a running workflow is refused: exit 4).")] = False,
     wait_: Annotated[bool, typer.Option("--wait", help="Follow the workflow until it ends.")] = False,
     timeout: TimeoutOpt = 3 * 3600,
     poll: PollOpt = 5.0,
@@ -94,18 +100,27 @@ def submit(
     if not target.uri.startswith("s3://"):
         fail(EXIT_USAGE, "a cluster job needs a store it can reach: --store s3://bucket/prefix "
                           "(or BOOKJOB_STORE)")
-    if "://" not in book:
+    if book is not None and "://" not in book:
         fail(EXIT_USAGE, "a cluster job needs a book it can reach: an s3:// or https:// BOOK")
     settings = _settings(server, token, namespace, transport, insecure)
     client = _client(settings)
+    if job_id:  # a job with a running workflow: refused before anything is written for it
+        try:
+            check_running(client, job_id, replace)
+        except JobBusy as e:
+            fail(EXIT_BUSY, str(e))
+        except ClusterError as e:
+            fail(EXIT_FAILURE, str(e))
     params = prepare_job(target, book, photo, name, age, gender, stage, job_id, randomize_seed,
-                         pages_per_task, language, dedication)
+                         pages_per_task, pages, language, dedication)
     # Backends left out keep the template's defaults (the GPU backends on a cluster).
     params |= backends(analyzer, analyzer_model, face_backend, comfyui_url, {})
     if notify_url:
         params["notify_url"] = notify_url
     try:
-        created = client.create(workflow_manifest(params, settings.template))
+        created = start_workflow(client, params, settings.template, replace)
+    except JobBusy as e:
+        fail(EXIT_BUSY, str(e))
     except ClusterError as e:
         fail(EXIT_FAILURE, str(e))
     workflow = created["metadata"]["name"]

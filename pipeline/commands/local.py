@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+import threading
+import uuid
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -12,8 +15,8 @@ import typer
 from pipeline.cluster import cluster_phases
 from pipeline.commands.app import (DEMO, AgeOpt, AnalyzerModelOpt, AnalyzerOpt,
                                    BookArg, ChunkOpt, ComfyOpt, DedicationOpt, FaceBackendOpt,
-                                   GenderOpt, LanguageOpt,
-                                   JobIdOpt, JsonOpt, NameOpt, NotifyOpt, PhotoOpt, SeedOpt, Stage,
+                                   GenderOpt, JobIdOpt, JsonOpt, LanguageOpt, NameOpt, NotifyOpt,
+                                   PagesOpt, PhotoOpt, SeedOpt, Stage,
                                    local_backends,
                                    StageOpt, StoreOpt, fail, print_summary, say, store_at, app,
                                    backends, prepare_job)
@@ -23,9 +26,56 @@ from steps.core.store import StoreError
 from steps.protocol import EXIT_FAILURE, EXIT_INPUT, EXIT_USAGE
 
 
+class PageBars:
+    """Pages done per chunk: one redrawn line of bars on a terminal, plain lines otherwise."""
+
+    WIDTH = 12
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.chunks: dict[str, tuple[str, int, int]] = {}
+        self.lock = threading.Lock()
+
+    def _draw(self) -> None:
+        bars = []
+        for chunk, (step, done, total) in self.chunks.items():
+            filled = self.WIDTH * done // max(total, 1)
+            bars.append(f"{step}[{chunk}] {'█' * filled}{'░' * (self.WIDTH - filled)} {done}/{total}")
+        self.stream.write("\r\x1b[K" + "  ".join(bars))
+        self.stream.flush()
+
+    def page(self, chunk: str, step: str, done: int, total: int) -> None:
+        with self.lock:
+            if not self.tty:
+                self.stream.write(f"    {step}[{chunk}]: {done}/{total} pages\n")
+                self.stream.flush()
+                return
+            self.chunks[chunk] = (step, done, total)
+            self._draw()
+
+    def line(self, message: str) -> None:
+        with self.lock:
+            if self.tty and self.chunks:
+                self.stream.write("\r\x1b[K")
+            self.stream.write(message + "\n")
+            if self.tty and self.chunks:
+                self.chunks = {c: v for c, v in self.chunks.items() if v[1] < v[2]}
+                if self.chunks:
+                    self._draw()
+            self.stream.flush()
+
+    def close(self) -> None:
+        with self.lock:
+            if self.tty and self.chunks:
+                self.stream.write("\r\x1b[K")
+                self.stream.flush()
+            self.chunks = {}
+
+
 @app.command()
 def run(
-    book: BookArg,
+    book: BookArg = None,
     photo: PhotoOpt = None,
     name: NameOpt = None,
     age: AgeOpt = None,
@@ -36,34 +86,70 @@ def run(
     job_id: JobIdOpt = None,
     store: StoreOpt = None,
     randomize_seed: SeedOpt = False,
+    pages: PagesOpt = None,
     pages_per_task: ChunkOpt = "auto",
     analyzer: AnalyzerOpt = None,
     analyzer_model: AnalyzerModelOpt = None,
     face_backend: FaceBackendOpt = None,
     comfyui_url: ComfyOpt = None,
     notify_url: NotifyOpt = None,
+    wait_for_lease: Annotated[float, typer.Option(
+        "--wait-for-lease", help="If another run holds the job, wait up to this many seconds "
+                                 "for it (default: exit 4 at once).")] = 0.0,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run a book job on this machine (the embedded engine)."""
+    """Run a book job on this machine (the embedded engine).
+
+    One run per job at a time: a run that finds the job held by another says so in one line
+    and exits 4 (or waits, with --wait-for-lease); the job is left as it is."""
     from pipeline.launch import start_early
-    from pipeline.local import LocalEngine, StepFailed
+    from pipeline.lease import EXIT_BUSY, Busy, Lease
 
     target = store_at(store)
     start_early(s3=target.uri.startswith("s3://"))  # the step server starts while we check the job
+    if job_id is not None and not job_id.strip():
+        fail(EXIT_USAGE, "--job-id is empty; give the job's id, or leave the option out for a "
+                          "new job")
+    job_id = job_id or str(uuid.uuid4())
+    try:
+        validate_job_id(job_id)
+    except InputError as e:
+        fail(EXIT_INPUT, e.message)
+    lease = Lease(target, job_id, stage.value)
+    try:
+        lease.acquire(wait_for_lease, waiting=lambda busy: say(f"{busy}; waiting for it"))
+    except Busy as busy:
+        fail(EXIT_BUSY, f"{busy}; nothing was done. Wait for it (`--wait-for-lease SECONDS`) "
+                        f"or follow it with `bookjob status {job_id}`.")
+    with lease:
+        _run_leased(target, lease, book, photo, name, age, gender, language, dedication, stage,
+                    job_id, randomize_seed, pages, pages_per_task, analyzer, analyzer_model,
+                    face_backend, comfyui_url, notify_url, as_json)
+
+
+def _run_leased(target, lease, book, photo, name, age, gender, language, dedication, stage, job_id,
+                randomize_seed, pages, pages_per_task, analyzer, analyzer_model, face_backend,
+                comfyui_url, notify_url, as_json) -> None:
+    from pipeline.local import LocalEngine, StepFailed
+
     params = prepare_job(target, book, photo, name, age, gender, stage, job_id, randomize_seed,
-                         pages_per_task, language, dedication)
+                         pages_per_task, pages, language, dedication)
     params |= backends(analyzer, analyzer_model, face_backend, comfyui_url, local_backends())
     if notify_url:
         os.environ["BOOKJOB_NOTIFY_URL"] = notify_url  # the steps inherit it
     job_id = params["job_id"]
-    say(f"job {job_id}: {stage.value} of {params['book']} (store {target.uri})")
-    engine = LocalEngine(target, params, progress=say)
+    say(f"job {job_id}: {stage.value} of {params['book']} (store {target.uri})"
+        + ("; analysed from this photo already" if params["skip_analysis"] == "true" else ""))
+    bar = PageBars(sys.stderr)
+    engine = LocalEngine(target, params, progress=bar.line, pages=bar.page, run_id=lease.run_id)
     code = 0
     try:
         engine.run(stage.value)
     except StepFailed as failed:
         code = EXIT_INPUT if failed.run.exit_code == EXIT_INPUT else EXIT_FAILURE
         say(f"error: {failed.message}")
+    finally:
+        bar.close()
     try:
         final = read_job(target, job_id)
     except JobNotFound:
@@ -90,7 +176,10 @@ def status(
         "--transport", help="argo or kubernetes: also show the job's workflows.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Show a job's status, error and artifacts (and its workflows, on a cluster)."""
+    """Show a job's status, error and artifacts (and its workflows, on a cluster).
+
+    A job left in progress by a run that has ended without saying so (a killed local run, a
+    terminated or deleted workflow) is marked failed with reason `interrupted` first."""
     target = store_at(store)
     try:
         validate_job_id(job_id)
@@ -99,7 +188,13 @@ def status(
         fail(EXIT_USAGE, e.message)
     except JobNotFound as e:
         fail(EXIT_FAILURE, str(e))
-    workflows = cluster_phases(job_id, server, None, namespace, transport, False, warn=say)
+    trouble: list[str] = []
+    workflows = cluster_phases(job_id, server, None, namespace, transport, False,
+                               warn=lambda line: (trouble.append(line), say(line)))
+    from pipeline.api import reconcile
+
+    # a run that ended without saying so (killed; workflow terminated or deleted): interrupted
+    record = reconcile(target, record, None if trouble else workflows)
     if as_json:
         document = json.loads(record.model_dump_json())
         if workflows is not None:
@@ -122,9 +217,9 @@ def demo(
 ) -> None:
     """Run the bundled demo book with the demo photo, stage full (--language uk: in Ukrainian)."""
     name = {"uk": "Марійка"}.get(language or "", "Mia")
-    run(book=str(DEMO / "book"), photo=DEMO / "photo.jpg", name=name, age="6", gender="girl",
-        language=language, dedication=None, stage=Stage.full, job_id=None, store=store,
-        randomize_seed=False, pages_per_task="auto",
+    run(book=str(DEMO / "book"), photo=str(DEMO / "photo.jpg"), name=name, age="6",
+        gender="girl", language=language, dedication=None, stage=Stage.full, job_id=None,
+        store=store, randomize_seed=False, pages=None, pages_per_task="auto", wait_for_lease=0.0,
         analyzer=None, analyzer_model=None, face_backend=None, comfyui_url=None,
         notify_url=None, as_json=as_json)
 

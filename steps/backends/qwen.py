@@ -40,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, 
 from steps.backends.classic import analyze_heuristic
 from steps.backends.faces import head_crop
 from steps.core.analysis import (EYE_COLORS, HAIR_COLORS, HAIR_STYLES, SKIN_TONES, Analysis, Features,
-                                 prompt_for)
+                                 prompt_for, prompt_gender)
 
 MAX_NEW_TOKENS = 160
 MAX_IMAGE_SIDE = 448          # the head-and-shoulders crop the model sees, at most this large
@@ -293,5 +293,6 @@ def analyze_qwen(photo: np.ndarray, gender: str, model_dir: str | os.PathLike[st
         "model_gender": answer.gender,
         "model_prompt": " ".join(answer.prompt.split())[:MAX_MODEL_PROMPT],
         "warnings": warnings,
-        # the parent's choice of gender stands; the common prompt is built as in the old system
-        "prompt": prompt_for(gender, features["hair_color"], features["hair_style"])})
+        # the parent's choice of gender stands, else the model's; built as in the old system
+        "prompt": prompt_for(prompt_gender(gender, answer.gender), features["hair_color"],
+                             features["hair_style"])})

@@ -26,6 +26,20 @@ class Features(BaseModel):
     eye_color: str
 
 
+class GenerationRetry(BaseModel):
+    """Regeneration as the old clients knew it (``analysis.generation_retry``): the shop (or
+    ``--randomize-seed``) sets ``randomize_seed``; the next prepay run draws fresh seeds,
+    counts it and resets the flag."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    randomize_seed: bool = False
+    count: int = 0                                # regenerations so far
+    # The seed each face page was generated with, by page number ("5": 1234), as last used.
+    seeds: dict[str, int] = Field(default_factory=dict)
+    pages: list[int] = Field(default_factory=list)  # only these pages (empty: every prepay page)
+
+
 class Analysis(Features):
     source: str                                   # heuristic | qwen2-vl | heuristic-fallback
     face_detected: bool = True
@@ -47,10 +61,26 @@ class Analysis(Features):
     model_prompt: str | None = None
     warnings: list[str] = Field(default_factory=list)
     inputs_sha256: str | None = None              # what it was made from (skip-unchanged)
+    generation_retry: GenerationRetry = Field(default_factory=GenerationRetry)
 
     @property
     def eyes(self) -> tuple[tuple[float, float], tuple[float, float]]:
         return self.left_eye, self.right_eye
+
+
+def prompt_gender(parent: str, model: str | None) -> str:
+    """The gender word of the prompt: the parent's choice if given, else what the model
+    (Qwen2-VL) saw, else ``child``. The text variable ``child_gender`` keeps the parent's."""
+    for choice in (parent, model):
+        if choice in ("girl", "boy"):
+            return choice
+    return "child"
+
+
+def child_prompt(analysis: Analysis) -> str:
+    """The child's common prompt, its gender chosen by :func:`prompt_gender`."""
+    return prompt_for(prompt_gender(analysis.gender, analysis.model_gender), analysis.hair_color,
+                      analysis.hair_style)
 
 
 def prompt_for(gender: str, hair_color: str, hair_style: str) -> str:

@@ -20,6 +20,11 @@ class InputError(Exception):
         self.message = message
 
 
+class Refusal(InputError):
+    """A request refused before any work (a regeneration over the limit, another book for a
+    bound job): exit 3 like bad input, but the job stays as it was, not failed."""
+
+
 class SetupError(RuntimeError):
     """The machine or image lacks something: ``str(e)`` says what to install or set."""
 

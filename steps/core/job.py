@@ -16,10 +16,10 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from steps.core import faults, notify
-from steps.core.analysis import Analysis
+from steps.core.analysis import Analysis, GenerationRetry
 from steps.core.errors import InputError
 from steps.core.store import Store, job_key
 
@@ -37,20 +37,26 @@ class Status(str, Enum):
 
 S = Status
 # The old system's flow, plus re-entry: a stale in-progress or failed status may be entered
-# again (a run that died is resumed), and a finished stage may be re-run.
+# again (a run that died is resumed), and a finished stage may be re-run. A failure is
+# recorded from any status (mark_failed never meets a refusal): analysis_failed while
+# analysing, generation_failed from everything else.
+_ANY = frozenset({S.ANALYZING, S.GENERATION_FAILED})
 TRANSITIONS: dict[Status, frozenset[Status]] = {
     S.ANALYZING: frozenset({S.ANALYZING, S.ANALYZING_COMPLETED, S.ANALYSIS_FAILED}),
-    S.ANALYZING_COMPLETED: frozenset({S.ANALYZING, S.PREPAY_GENERATING, S.GENERATION_FAILED}),
-    S.PREPAY_GENERATING: frozenset({S.ANALYZING, S.PREPAY_GENERATING, S.PREPAY_READY,
-                                    S.GENERATION_FAILED}),
-    S.PREPAY_READY: frozenset({S.ANALYZING, S.PREPAY_GENERATING, S.POSTPAY_GENERATING}),
-    S.POSTPAY_GENERATING: frozenset({S.ANALYZING, S.POSTPAY_GENERATING, S.COMPLETED,
-                                     S.GENERATION_FAILED}),
-    S.COMPLETED: frozenset({S.ANALYZING, S.POSTPAY_GENERATING}),
+    S.ANALYZING_COMPLETED: _ANY | {S.ANALYZING_COMPLETED, S.PREPAY_GENERATING},
+    S.PREPAY_GENERATING: _ANY | {S.PREPAY_GENERATING, S.PREPAY_READY},
+    S.PREPAY_READY: _ANY | {S.PREPAY_GENERATING, S.POSTPAY_GENERATING},
+    S.POSTPAY_GENERATING: _ANY | {S.POSTPAY_GENERATING, S.COMPLETED},
+    S.COMPLETED: _ANY | {S.POSTPAY_GENERATING},
     S.ANALYSIS_FAILED: frozenset({S.ANALYZING, S.ANALYSIS_FAILED}),
-    S.GENERATION_FAILED: frozenset({S.ANALYZING, S.PREPAY_GENERATING, S.POSTPAY_GENERATING,
-                                    S.GENERATION_FAILED}),
+    S.GENERATION_FAILED: _ANY | {S.ANALYZING_COMPLETED, S.PREPAY_GENERATING,
+                                 S.POSTPAY_GENERATING},
 }
+# Where each status stands in the flow, for "is the job already past this step?".
+ORDER = {S.ANALYZING: 0, S.ANALYZING_COMPLETED: 1, S.PREPAY_GENERATING: 2, S.PREPAY_READY: 3,
+         S.POSTPAY_GENERATING: 4, S.COMPLETED: 5}
+GENERATING = (S.ANALYZING, S.PREPAY_GENERATING, S.POSTPAY_GENERATING)
+FAILED = (S.ANALYSIS_FAILED, S.GENERATION_FAILED)
 
 ArtifactKind = Literal["page_bg_png", "page_png", "preview_pdf", "book_pdf"]
 Gender = Literal["girl", "boy", "unspecified"]
@@ -81,17 +87,13 @@ class JobError(BaseModel):
     message: str
 
 
-class GenerationRetry(BaseModel):
-    randomize_seed: bool = False
-    # The seed each face page was generated with, by page number ("5": 1234), as last used.
-    seeds: dict[str, int] = Field(default_factory=dict)
-
-
 class JobRecord(BaseModel):
     job_id: str
     book_id: str | None = None
     book_uri: str
     photo_key: str
+    photo_sha256: str | None = None    # the photo the analysis was made from
+    photo_source: str | None = None    # where the photo was copied from (s3://…, https://…)
     child_name: str
     child_age: int | None
     child_gender: str
@@ -102,9 +104,24 @@ class JobRecord(BaseModel):
     analysis: Analysis | None = None
     artifacts: list[Artifact] = Field(default_factory=list)
     error: JobError | None = None
-    generation_retry: GenerationRetry = Field(default_factory=GenerationRetry)
     created_at: str = Field(default_factory=now)
     updated_at: str = Field(default_factory=now)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_generation_retry(cls, data):
+        """Records written before regeneration moved into the analysis kept it at the top."""
+        if isinstance(data, dict) and "generation_retry" in data:
+            data = dict(data)
+            old = data.pop("generation_retry")
+            if isinstance(data.get("analysis"), dict) and "generation_retry" not in data["analysis"]:
+                data["analysis"] = {**data["analysis"], "generation_retry": old}
+        return data
+
+    @property
+    def generation_retry(self) -> GenerationRetry:
+        """The analysis's regeneration state (a detached empty one before any analysis)."""
+        return self.analysis.generation_retry if self.analysis is not None else GenerationRetry()
 
     def move_to(self, status: Status) -> None:
         """Change status if the flow allows it; clears a previous error when resuming."""
@@ -150,6 +167,20 @@ def read_job(store: Store, job_id: str) -> JobRecord:
         return JobRecord.model_validate_json(store.read(job_key(job_id)))
     except FileNotFoundError:
         raise JobNotFound(f"no job {job_id!r} in {store.uri}") from None
+
+
+def new_record(job_id: str, book_uri: str, photo_key: str, name: str, age: str | int,
+               gender: str, photo_source: str | None = None, language: str = "",
+               dedication: str = "") -> JobRecord:
+    """A new job's record as the analyze step makes it (fields checked there, after it exists,
+    so that bad ones are recorded as the job's failure)."""
+    try:
+        child_age = parse_age(age)
+    except InputError:
+        child_age = None
+    return JobRecord(job_id=job_id, book_uri=book_uri, photo_key=photo_key,
+                     child_name=str(name).strip()[:200], child_age=child_age, child_gender=gender,
+                     photo_source=photo_source, language=language, dedication=dedication)
 
 
 def job_exists(store: Store, job_id: str) -> bool:

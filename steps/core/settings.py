@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     # S3 (credentials, region and endpoint come from the standard AWS environment)
     s3_connect_timeout: float = 10.0
     s3_read_timeout: float = 60.0
+    # the job flow
+    max_regenerations: int = 5                   # prepay regenerations a job may have
+    allow_http_hosts: str = ""                   # host[:port],… that http:// sources may name
+    lease_s: float = 30.0                        # a run's lease on its job, renewed while it runs
     # the local engine and the cluster client
     launch: Literal["warm", "exec"] = "warm"     # exec: a fresh interpreter per step
     argo_ui: str = ""                            # the Argo UI's address, for links

@@ -108,11 +108,19 @@ class Store(ABC):
 
 
 class LocalStore(Store):
-    """Keys are paths under ``root``. Atomic writes by rename; CAS under an exclusive file lock."""
+    """Keys are paths under ``root``. Atomic writes by rename; CAS under an exclusive file lock.
+
+    A write's temporary file lives in ``root/.bookjob-tmp/``, named after the writing process,
+    never beside its target; a listing never sees it, and the first write of a later process
+    removes those whose writer is dead (killed half-way: no orphan stays).
+    """
+
+    TMP = ".bookjob-tmp"
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).absolute()
         self.uri = str(self.root)
+        self._swept = False
 
     def path(self, key: str) -> Path:
         return self.root / _check_key(key)
@@ -120,10 +128,21 @@ class LocalStore(Store):
     def read(self, key: str) -> bytes:
         return self.path(key).read_bytes()
 
+    def _scratch(self) -> Path:
+        scratch = self.root / self.TMP
+        scratch.mkdir(parents=True, exist_ok=True)
+        if not self._swept:
+            self._swept = True
+            for orphan in scratch.iterdir():
+                writer = orphan.name.partition("-")[0]
+                if writer.isdigit() and not _alive(int(writer)):
+                    orphan.unlink(missing_ok=True)
+        return scratch
+
     def write(self, key: str, data: bytes) -> None:
         target = self.path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=self._scratch(), prefix=f"{os.getpid()}-", suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
@@ -143,7 +162,8 @@ class LocalStore(Store):
         if not base.is_dir():
             return []
         keys = (p.relative_to(self.root).as_posix() for p in base.rglob("*") if p.is_file())
-        return sorted(k for k in keys if k.startswith(prefix) and not Path(k).name.startswith("."))
+        return sorted(k for k in keys if k.startswith(prefix)
+                      and not any(part.startswith(".") for part in PurePosixPath(k).parts))
 
     def read_versioned(self, key: str) -> tuple[bytes, str] | None:
         try:
@@ -162,6 +182,16 @@ class LocalStore(Store):
                 return False
             self.write(key, data)
             return True
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 # ---- S3 ---------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ class _Double:
         self.phases = list(phases or DEFAULT_PHASES)
         self.workflows: dict[str, dict] = {}
         self.progress: dict[str, int] = {}
+        self.phases_of: dict[str, list] = {}   # a workflow's own phases (terminated)
         self.requests: list[tuple[str, str, dict | None]] = []
         self.problems: list[str] = []
         self.lock = threading.Lock()
@@ -68,9 +69,10 @@ class _Double:
 
     def _advance(self, name: str) -> dict:
         with self.lock:
-            step = min(self.progress[name], len(self.phases) - 1)
+            phases = self.phases_of.get(name, self.phases)
+            step = min(self.progress[name], len(phases) - 1)
             self.progress[name] += 1
-            phase, message = self.phases[step]
+            phase, message = phases[step]
             workflow = self.workflows[name]
         status: dict = {}
         if phase:
@@ -112,7 +114,7 @@ class _Double:
 
             def _route(self, method: str) -> None:
                 url = urlparse(self.path)
-                body = self._body() if method == "POST" else None
+                body = self._body() if method in ("POST", "PUT") else None
                 double.requests.append((method, self.path, body))
                 if self.headers.get("Authorization") != f"Bearer {double.token}":
                     return double.unauthorized(self)
@@ -123,6 +125,9 @@ class _Double:
 
             def do_POST(self):
                 self._route("POST")
+
+            def do_PUT(self):
+                self._route("PUT")
 
         return Handler
 
@@ -141,11 +146,22 @@ class ArgoServerDouble(_Double):
         handler._send(200, document)
 
     def route(self, handler, method, path, query, body) -> None:
-        found = re.fullmatch(r"/api/v1/workflows/([^/]+)(?:/([^/]+))?(/log)?", path)
+        found = re.fullmatch(r"/api/v1/workflows/([^/]+)(?:/([^/]+))?(/log|/terminate)?", path)
         if not found:
             return handler._send(404, {"code": 5, "message": f"no route {path}"})
         namespace, name, log = found.groups()
         v1 = "io.argoproj.workflow.v1alpha1."
+        if method == "PUT" and log == "/terminate" and name in self.workflows:
+            # the controller stops it and skips the exit handler (workflow shutdown: Terminate)
+            self.check("request WorkflowTerminateRequest",
+                       swagger_validator(v1 + "WorkflowTerminateRequest"), body)
+            workflow = self.workflows[name]
+            workflow["spec"]["shutdown"] = "Terminate"
+            workflow["status"] = {"phase": "Failed", "startedAt": NOW, "finishedAt": NOW,
+                                  "message": "Stopped with strategy 'Terminate'"}
+            self.progress[name] = 10 ** 6
+            self.phases_of[name] = [("Failed", "Stopped with strategy 'Terminate'")]
+            return self._respond(handler, v1 + "Workflow", workflow)
         if method == "POST" and not name:
             self.check("request WorkflowCreateRequest", swagger_validator(v1 + "WorkflowCreateRequest"), body)
             return self._respond(handler, v1 + "Workflow", self._create(body["workflow"], namespace))
@@ -157,7 +173,7 @@ class ArgoServerDouble(_Double):
             return self._respond(handler, v1 + "WorkflowList", {"metadata": {}, "items": items})
         if name not in self.workflows:
             return handler._send(404, {"code": 5, "message": f'workflows.argoproj.io "{name}" not found'})
-        if log:
+        if log == "/log":
             lines = []
             for pod, content in self.logs_of(name):
                 entry = {"result": {"podName": pod, "content": content}}

@@ -1,0 +1,174 @@
+"""The shop backend's Python API (pipeline/api.py), end to end: on the local engine (a
+background `bookjob run`, real steps) and against the Argo Server double (tests/doubles/cluster.py,
+checked against Argo's swagger); and `bookjob submit` refusing a second workflow of a job."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from pipeline.api import BookJobError, BookJobs
+from pipeline.lease import EXIT_BUSY
+from steps.core.analysis import Analysis
+from steps.core.job import Artifact, JobRecord, Status, create_job, read_job, update_job
+from steps.core.store import S3Store
+from tests.doubles.cluster import ArgoServerDouble
+from tests.helpers import DEMO_PHOTO, ROOT, make_book
+
+TOKEN = "api-token"
+
+
+@pytest.fixture
+def small(tmp_path) -> Path:
+    return make_book(tmp_path / "book", size=(600, 400))
+
+
+@pytest.mark.slow
+def test_the_shop_flow_on_the_local_engine(small, tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    jobs = BookJobs(store=str(tmp_path / "store"))
+    started = jobs.analyse("shop-1", book=str(small), photo=str(DEMO_PHOTO), name="Mia", age=5)
+    assert started.process is not None and started.wait(600) == 0, started.log.read_text()
+    analysed = jobs.status("shop-1")
+    assert analysed.status == "analyzing_completed" and analysed.artifacts == []
+
+    assert jobs.generate("shop-1", "prepay").wait(600) == 0
+    ready = jobs.status("shop-1")
+    assert ready.status == "prepay_ready"
+    pages = {a.page: a for a in ready.artifacts if a.kind == "page_png"}
+    assert sorted(pages) == [1, 2]
+    for artifact in ready.artifacts:  # local store: file paths, as recorded
+        assert hashlib.sha256(Path(artifact.url).read_bytes()).hexdigest() == artifact.sha256
+
+    assert jobs.regenerate("shop-1", pages=[1]).wait(600) == 0
+    again = jobs.status("shop-1")
+    assert again.status == "prepay_ready" and again.regenerations == 1
+    history = [c["status"] for c in again.record["status_history"]]
+    assert history.count("analyzing") == 1   # analysed once, at the start
+
+    # a second call while one runs: the later one is refused (exit 4), the job unharmed
+    first, second = jobs.generate("shop-1", "postpay"), jobs.generate("shop-1", "postpay")
+    codes = sorted([first.wait(600), second.wait(600)])
+    assert codes in ([0, 0], [0, EXIT_BUSY])   # 0, 0 if the first was done before the second
+    assert jobs.status("shop-1").status == "completed"
+
+    with pytest.raises(BookJobError) as missing:
+        jobs.status("nobody")
+    assert missing.value.code == 1
+
+
+@pytest.fixture
+def argo(monkeypatch):
+    monkeypatch.setenv("ARGO_SECURE", "false")
+    for name in ("ARGO_SERVER", "ARGO_TOKEN", "ARGO_NAMESPACE"):
+        monkeypatch.delenv(name, raising=False)
+    with ArgoServerDouble(token=TOKEN) as double:
+        yield double
+    assert double.problems == [], "bodies that do not match Argo's swagger"
+
+
+def posted(argo) -> list[dict]:
+    """The parameters of each workflow created, by name."""
+    return [{p["name"]: p["value"] for p in body["workflow"]["spec"]["arguments"]["parameters"]}
+            for method, path, body in argo.requests if method == "POST"]
+
+
+def analysed_record(store: S3Store, job: str, status: Status) -> None:
+    photo = DEMO_PHOTO.read_bytes()
+    store.write(f"uploads/{job}/photo.jpg", photo)
+    analysis = Analysis(skin_tone="light", hair_color="brown", hair_style="wavy", eye_color="blue",
+                        source="heuristic", photo_size=(10, 10), face_box=(0, 0, 5, 5),
+                        left_eye=(1, 1), right_eye=(3, 1))
+    create_job(store, JobRecord(job_id=job, book_uri="s3://books/forest-friends",
+                                photo_key=f"uploads/{job}/photo.jpg", child_name="Mia",
+                                child_age=5, child_gender="girl", status=status,
+                                analysis=analysis,
+                                photo_sha256=hashlib.sha256(photo).hexdigest()))
+
+
+def test_the_shop_flow_against_the_argo_server(argo, bucket, portrait):
+    uri = f"s3://{bucket}/shop"
+    jobs = BookJobs(store=uri, server=f"127.0.0.1:{argo.port}", token=TOKEN, namespace="books")
+    started = jobs.analyse("shop-2", book="s3://books/forest-friends", photo=str(portrait),
+                           name="Mia", age=5)
+    assert started.workflow.startswith("book-job-") and started.process is None
+    params = posted(argo)[-1]
+    assert params["stage"] == "analyze" and params["job-id"] == "shop-2"
+    assert params["skip-analysis"] == "false"
+    assert S3Store(uri).read(params["photo-key"]) == portrait.read_bytes()
+
+    # the first workflow has not ended: a second one for the job is refused
+    with pytest.raises(BookJobError) as busy:
+        jobs.generate("shop-2", "prepay")
+    assert busy.value.code == EXIT_BUSY and started.workflow in busy.value.message
+    assert len(posted(argo)) == 1
+
+
+def test_regeneration_on_a_cluster_runs_no_analysis_pod(argo, bucket):
+    uri = f"s3://{bucket}/shop"
+    store = S3Store(uri)
+    analysed_record(store, "shop-3", Status.PREPAY_READY)
+    jobs = BookJobs(store=uri, server=f"127.0.0.1:{argo.port}", token=TOKEN, namespace="books")
+    started = jobs.regenerate("shop-3", pages=[1])
+    params = posted(argo)[-1]
+    assert params["stage"] == "prepay" and params["skip-analysis"] == "true"
+    assert params["randomize-seed"] == "true" and started.workflow
+    retry = read_job(store, "shop-3").generation_retry
+    assert retry.randomize_seed and retry.pages == [1]    # the plan step draws the seeds
+
+    # status: artifact URLs are presigned and fetch the object
+    def add(record: JobRecord) -> None:
+        record.add_artifact(Artifact(kind="page_png", page=1, key="layout/shop-3/pages/page_01.png",
+                                     sha256=hashlib.sha256(b"png").hexdigest(), size=3))
+
+    store.write("layout/shop-3/pages/page_01.png", b"png")
+    update_job(store, "shop-3", add)
+    status = jobs.status("shop-3", url_ttl_s=600)
+    [page] = status.artifacts
+    assert "Signature" in page.url or "X-Amz-Signature" in page.url
+    assert urllib.request.urlopen(page.url, timeout=10).read() == b"png"
+    assert [w["workflow"] for w in status.workflows] == [started.workflow]
+
+
+def test_a_terminated_workflow_is_reconciled_as_interrupted(argo, bucket):
+    uri = f"s3://{bucket}/shop"
+    store = S3Store(uri)
+    analysed_record(store, "shop-4", Status.ANALYZING_COMPLETED)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("ARGO_")},
+           "PYTHONPATH": str(ROOT), "ARGO_SERVER": f"127.0.0.1:{argo.port}", "ARGO_SECURE": "false",
+           "ARGO_TOKEN": TOKEN, "ARGO_NAMESPACE": "books"}
+
+    def bookjob(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True,
+                              text=True, timeout=120, env=env, cwd=ROOT)
+
+    first = bookjob("submit", "--job-id", "shop-4", "--store", uri, "--json")
+    assert first.returncode == 0, first.stderr
+    name = json.loads(first.stdout)["workflow"]
+    again = bookjob("submit", "--job-id", "shop-4", "--store", uri)
+    assert again.returncode == EXIT_BUSY and name in again.stderr
+    replaced = bookjob("submit", "--job-id", "shop-4", "--store", uri, "--replace", "--json")
+    assert replaced.returncode == 0, replaced.stderr
+    assert any(m == "PUT" and p.endswith(f"/{name}/terminate") for m, p, _ in argo.requests)
+    second = json.loads(replaced.stdout)["workflow"]
+
+    # the job is in progress while its workflow is: status leaves it as it is
+    update_job(store, "shop-4", lambda r: r.move_to(Status.PREPAY_GENERATING))
+    shown = json.loads(bookjob("status", "shop-4", "--store", uri, "--json").stdout)
+    assert shown["status"] == "prepay_generating"
+    # ... then that one is terminated too (Argo skips the exit handler): interrupted
+    argo_terminate = bookjob("submit", "--job-id", "shop-4", "--store", uri, "--replace")
+    assert argo_terminate.returncode == 0
+    third = [w for w in argo.workflows if w not in (name, second)][0]
+    argo.phases_of[third] = [("Failed", "Stopped with strategy 'Terminate'")]
+    argo.workflows[third]["status"] = {"phase": "Failed"}
+    shown = json.loads(bookjob("status", "shop-4", "--store", uri, "--json").stdout)
+    assert shown["status"] == "generation_failed"
+    assert shown["error"]["reason"] == "interrupted" and "terminated" in shown["error"]["message"]
