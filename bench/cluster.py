@@ -58,9 +58,26 @@ def cluster_cost(face_pages: set[int], stage_pages: dict[str, list[int]], pages_
     comfy = face_backend == "comfyui"
     pods = gpu_pods = qwen_loads = comfy_loads = 0
     held = face_transfer = 0.0
+    def gpu_pod(pages: list[int]) -> None:
+        nonlocal pods, gpu_pods, comfy_loads, held, face_transfer
+        pods += 1
+        gpu_pods += 1
+        held += model.pod_start_s
+        if comfy:
+            comfy_loads += 1
+            held += model.comfyui_load_s
+        for n in pages:
+            if n not in face_pages:
+                held += model.plain_page_s
+            elif comfy:
+                held += model.face_page_s
+                face_transfer += model.face_page_s
+            else:
+                held += model.classic_face_page_s
+
     for stage, pages in stage_pages.items():
         for step in steps_for(stage):
-            if not step.per_chunk:
+            if not step.fan_out:
                 pods += 1
                 if step.resources == "gpu":  # analysis: its own GPU pod
                     gpu_pods += 1
@@ -68,31 +85,18 @@ def cluster_cost(face_pages: set[int], stage_pages: dict[str, list[int]], pages_
                     if analyzer == "qwen2-vl":
                         qwen_loads += 1
                         held += model.qwen_load_s + model.analysis_s
-                continue
-            for chunk in _chunks(pages, pages_per_task):
-                if step.resources != "gpu":
-                    pods += 1
-                    continue
-                faces = [n for n in chunk if n in face_pages]
-                on_gpu = chunk if policy == "before" else (faces if comfy else [])
-                if len(on_gpu) < len(chunk):  # the rest of the chunk on a CPU pod
-                    pods += 1
-                if not on_gpu:
-                    continue
-                pods += 1
-                gpu_pods += 1
-                held += model.pod_start_s
-                if comfy:
-                    comfy_loads += 1
-                    held += model.comfyui_load_s
-                for n in on_gpu:
-                    if n not in face_pages:
-                        held += model.plain_page_s
-                    elif comfy:
-                        held += model.face_page_s
-                        face_transfer += model.face_page_s
+            elif step.resources == "gpu":
+                # the spec's GPU fan-out step (`faces`): the face pages of a GPU face backend
+                # (ComfyUI beside the pod), chunked like the stage; nothing otherwise
+                if policy == "after" and comfy:
+                    for chunk in _chunks([n for n in pages if n in face_pages], pages_per_task):
+                        gpu_pod(chunk)
+            else:
+                for chunk in _chunks(pages, pages_per_task):
+                    if policy == "before" and step.name == "backgrounds":
+                        gpu_pod(chunk)   # before the routing: every chunk's backgrounds on a GPU
                     else:
-                        held += model.classic_face_page_s
+                        pods += 1
     return {"pods": pods, "gpu_pods": gpu_pods, "qwen2_vl_loads": qwen_loads,
             "comfyui_loads": comfy_loads, "gpu_s_held": round(held, 1),
             "gpu_s_face_transfer": round(face_transfer, 1),

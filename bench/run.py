@@ -31,7 +31,6 @@ import io
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -226,7 +225,7 @@ def time_by_step(wall: float, runs: list) -> dict:
     early; chunks of a pass that ran side by side count once, by the longest), summed per step
     name over the passes, and the rest (the engine, starting processes)."""
     spent: dict[str, float] = {}
-    for (stage, step), walls in _group(runs).items():
+    for (_stage, step), walls in _group(runs).items():
         spent[step] = spent.get(step, 0.0) + max(walls)
     return {**{k: round(v, 3) for k, v in spent.items()},
             "engine_and_processes": round(wall - sum(spent.values()), 3)}
@@ -305,10 +304,10 @@ def full_page_screenshot(renderer, background: Image.Image, blocks) -> Image.Ima
 
 def text_baseline() -> dict:
     """Set the demo's page 2 text both ways with one browser."""
+    from steps.backends.typesetter import TextRenderer
     from steps.core.manifest import load_book
     from steps.core.messages import Child
     from steps.render import blocks_for, book_fonts
-    from steps.backends.typesetter import TextRenderer
 
     loaded = load_book(str(DEMO / "book"))
     blocks = blocks_for(loaded.book, loaded.book.page(2), Child("Mia", 6, "girl"), "en")

@@ -208,7 +208,8 @@ class BookJobs:
     def _start_cluster(self, job_id, stage, book, photo, name, age, gender, randomize,
                        pages) -> Started:
         from pipeline.cluster import check_running
-        from pipeline.commands.app import Failed, Stage as Stages, backends, prepare_job
+        from pipeline.commands.app import Failed, backends, prepare_job
+        from pipeline.commands.app import Stage as Stages
 
         try:  # before anything is written for it
             check_running(connect(self.cluster), job_id, replace=False)

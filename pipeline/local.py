@@ -31,8 +31,7 @@ from pipeline.launch import Started, launcher
 from pipeline.spec import ON_EXIT, PARAMETERS, PASSES, Step, steps_for
 from steps.core.job import JobNotFound, JobRecord, Status, read_job
 from steps.core.store import S3Store, Store, StoreError, log_key
-from steps.protocol import (EXIT_INPUT, GO_FILE, last_error, progress_of, say, unchanged_lines,
-                            work_seconds)
+from steps.protocol import EXIT_INPUT, GO_FILE, last_error, progress_of, say, unchanged_lines, work_seconds
 
 Progress = Callable[[str], None]
 # (chunk, step, pages done, pages in the chunk): called as a chunk step stores each page

@@ -44,7 +44,6 @@ PARAMETERS: dict[str, str] = {
     "analyzer_model": "",        # "" = not set: the step falls back to $BOOKJOB_ANALYZER_MODEL
     "face_backend": _DEFAULTS["face_backend"].default,
     "comfyui_url": "",           # "" = not set: the step falls back to $BOOKJOB_COMFYUI_URL
-    "skip_analysis": "false",    # "true": the job is analysed already (same photo): no analyze
 }
 
 # The compiled WorkflowTemplate's name; Argo spells parameter and template names with dashes.

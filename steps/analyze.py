@@ -22,10 +22,20 @@ from steps.backends.base import ANALYZERS, analyzer
 from steps.core import artifacts
 from steps.core.analysis import Analysis
 from steps.core.errors import InputError, Refusal
-from steps.core.images import load_photo
-from steps.core.job import (JobRecord, Status, create_job, new_record, parse_age, read_job,
-                            update_job, validate_gender, validate_job_id, validate_name)
 from steps.core.glyphs import check_job
+from steps.core.images import load_photo
+from steps.core.job import (
+    JobRecord,
+    Status,
+    create_job,
+    new_record,
+    parse_age,
+    read_job,
+    update_job,
+    validate_gender,
+    validate_job_id,
+    validate_name,
+)
 from steps.core.manifest import load_book
 from steps.core.messages import Child, validate_dedication
 from steps.core.settings import settings

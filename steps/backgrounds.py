@@ -22,17 +22,16 @@ import numpy as np
 
 from steps import runner
 from steps.backends.base import FACE_TRANSFERS, FaceRequest, face_transfer
-from steps.core.analysis import Analysis, child_prompt
 from steps.core import artifacts
+from steps.core.analysis import Analysis, child_prompt
 from steps.core.errors import InputError
 from steps.core.images import encode_png, load_page, load_photo
 from steps.core.job import JobRecord, read_job, update_job
-from steps.protocol import progress_line
 from steps.core.manifest import LoadedBook, load_book
 from steps.core.settings import settings
 from steps.core.store import Store, open_store, page_bg_key
 from steps.plan import faces_on_gpu
-
+from steps.protocol import progress_line
 
 BACKENDS = tuple(FACE_TRANSFERS)
 SEED_LIMIT = 2 ** 48

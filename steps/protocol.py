@@ -22,6 +22,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -47,14 +48,15 @@ def progress_line(step: str, page: int, done: int, total: int) -> str:
     return PROGRESS_PREFIX + json.dumps({"step": step, "page": page, "done": done, "total": total})
 
 
-def progress_of(line: str) -> dict | None:
+def progress_of(line: str) -> dict[str, Any] | None:
     """A progress line's fields, or None for any other line."""
     if not line.startswith(PROGRESS_PREFIX):
         return None
     try:
-        return json.loads(line[len(PROGRESS_PREFIX):])
+        fields = json.loads(line[len(PROGRESS_PREFIX):])
     except json.JSONDecodeError:
         return None
+    return fields if isinstance(fields, dict) else None
 
 
 def unchanged_line(what: str) -> str:

@@ -16,7 +16,6 @@ import hashlib
 import sys
 from concurrent.futures import Future, ThreadPoolExecutor
 
-
 from steps import runner
 from steps.core import artifacts
 from steps.core.errors import InputError
@@ -110,7 +109,7 @@ def render_pages(store: Store, job_id: str, loaded: LoadedBook, pages: list[int]
             ThreadPoolExecutor(max_workers=2, thread_name_prefix="page") as pool:
         decoded = pool.submit(decode_own_png, todo[0][1]) if todo else None
         previous = None  # (num, inputs, the encoding of its final page)
-        for i, (num, background, blocks, inputs) in enumerate(todo):
+        for i, (num, _background, blocks, inputs) in enumerate(todo):
             runner.report_progress(len(pages) - len(todo) + i, len(pages))
             try:
                 drawn = renderer.text_layer(blocks, book.output.page_size_px) if blocks else None

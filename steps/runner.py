@@ -24,8 +24,16 @@ from steps.core import faults
 from steps.core.errors import InputError, Refusal, SetupError, TransientError
 from steps.core.job import JOB_ID, JobNotFound, mark_failed
 from steps.core.store import StoreError, open_store
-from steps.protocol import (EXIT_FAILURE, EXIT_INPUT, EXIT_OK, GO_FILE, error_line, go_arguments,
-                            timing_line, wait_for_go)
+from steps.protocol import (
+    EXIT_FAILURE,
+    EXIT_INPUT,
+    EXIT_OK,
+    GO_FILE,
+    error_line,
+    go_arguments,
+    timing_line,
+    wait_for_go,
+)
 
 
 def parser(step: str, description: str) -> argparse.ArgumentParser:

@@ -35,7 +35,8 @@ def test_pods_per_stage_are_counted_from_the_spec():
 def test_the_cluster_cost_model_counts_pods_loads_and_gpu_seconds_by_hand():
     """Two passes: prepay [1, 2] (page 1 has a face), postpay [3, 4, 5] (page 5 has a face),
     two pages per chunk. Counted by hand from the spec: per pass plan, assemble, finalize
-    (analyze in prepay only), and per chunk backgrounds + render."""
+    (analyze in prepay only), per chunk backgrounds + render, and per chunk of face pages
+    `faces` (on a GPU pod, for ComfyUI only, after the routing)."""
     from bench.cluster import CostModel, cluster_cost
 
     m = CostModel(pod_start_s=1, qwen_load_s=10, comfyui_load_s=100, analysis_s=2,
@@ -49,9 +50,10 @@ def test_the_cluster_cost_model_counts_pods_loads_and_gpu_seconds_by_hand():
     # analyze 1+10+2; each backgrounds pod 1+100; pages 2, 3, 4 plain; 1 and 5 face transfer
     assert before["gpu_s_held"] == 13 + 3 * 101 + 3 * 0.5 + 2 * 1000
     assert before["gpu_s_outside_face_transfer"] == 13 + 3 * 101 + 3 * 0.5
-    # after: chunk [1,2] -> GPU pod for 1 and CPU pod for 2; [3,4] CPU only; [5] GPU only
+    # after: every chunk's backgrounds on a CPU pod ([1,2], [3,4], [5]: 3), and the face pages
+    # of each pass on a `faces` GPU pod ([1], [5]: 2)
     after = cluster_cost(faces, stages, 2, "comfyui", "qwen2-vl", "after", m)
-    assert after["pods"] == 9 + 1 + 4 and after["gpu_pods"] == 1 + 2
+    assert after["pods"] == 9 + 1 + 3 + 2 and after["gpu_pods"] == 1 + 2
     assert after["comfyui_loads"] == 2
     assert after["gpu_s_outside_face_transfer"] == 13 + 2 * 101
     # the classic backend needs no GPU for backgrounds at all after routing

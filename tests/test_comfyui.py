@@ -24,17 +24,17 @@ except ImportError as e:  # aiohttp missing: say how to get it, never skip
 
 from steps.backends import comfyui
 from steps.backends.classic import analyze_heuristic
-from steps.backgrounds import make_backgrounds, page_seed
 from steps.backends.comfyui import ComfyUIFaceTransfer, load_workflow, node_ids, slot_region
 from steps.backends.comfyui_client import ComfyUIClient, ComfyUIError, ComfyUITimeout, wait_ready
+from steps.backgrounds import make_backgrounds, page_seed
 from steps.core.errors import InputError, SetupError
 from steps.core.images import load_page, load_photo
 from steps.core.job import JobRecord, Status, create_job, read_job, update_job
 from steps.core.manifest import load_book
-from steps.plan import draw_seeds
 from steps.core.store import LocalStore, upload_key
-from tests.helpers import make_book
+from steps.plan import draw_seeds
 from tests.doubles.tiny_qwen import tiny_qwen  # noqa: F401 - the session fixture
+from tests.helpers import make_book
 
 JOB = "cf-1"
 PROMPTS = {1: ("child in a sunny forest, watercolor", "blurry, deformed"),

@@ -221,7 +221,8 @@ def test_a_photo_from_s3_is_copied_with_its_provenance(small, bucket, tmp_path):
     done = subprocess.run(cli("run", str(small), "--photo", f"s3://{bucket}/incoming/mia.jpg",
                               "--name", "Mia", "--age", "5", "--job-id", "s3p", "--store",
                               str(store), "--stage", "analyze", "--json"),
-                          env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT, capture_output=True, text=True, timeout=600)
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT, capture_output=True,
+                          text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     record = json.loads(done.stdout)
     assert record["photo_source"] == f"s3://{bucket}/incoming/mia.jpg"
@@ -230,5 +231,6 @@ def test_a_photo_from_s3_is_copied_with_its_provenance(small, bucket, tmp_path):
     missing = subprocess.run(cli("run", str(small), "--photo", f"s3://{bucket}/incoming/nope.jpg",
                                  "--name", "Mia", "--age", "5", "--job-id", "s3q", "--store",
                                  str(store), "--stage", "analyze"),
-                             env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT, capture_output=True, text=True, timeout=600)
+                             env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT,
+                             capture_output=True, text=True, timeout=600)
     assert missing.returncode == 3 and "no photo at" in missing.stderr

@@ -15,8 +15,7 @@ import pytest
 import yaml
 
 from steps.core.analysis import Analysis, prompt_gender
-from steps.core.job import (JobRecord, Status, TRANSITIONS, create_job, mark_failed, read_job,
-                            update_job)
+from steps.core.job import TRANSITIONS, JobRecord, Status, create_job, mark_failed, read_job, update_job
 from steps.core.store import LocalStore
 from tests.helpers import DEMO_PHOTO, ROOT, make_book
 

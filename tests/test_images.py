@@ -44,7 +44,7 @@ def test_webp_and_heic(photo):
 @pytest.mark.parametrize("mode", ["L", "LA", "P", "RGBA", "CMYK", "I;16"])
 def test_modes_become_rgb(photo, mode):
     if mode == "I;16":
-        src = Image.fromarray((np.asarray(photo.convert("L"), dtype=np.uint16) * 257))
+        src = Image.fromarray(np.asarray(photo.convert("L"), dtype=np.uint16) * 257)
         assert src.mode.startswith("I;16")
     else:
         src = photo.convert(mode)

@@ -10,22 +10,19 @@ Exit codes: 0 done, 1 other failure, 2 usage, 3 bad input (photo, manifest, name
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import sys
 import uuid
 from enum import Enum
 from pathlib import Path, PurePosixPath
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from steps.core.errors import InputError
-from steps.protocol import EXIT_FAILURE, EXIT_INPUT, EXIT_USAGE
-from steps.core.job import (JobNotFound, JobRecord, Status, create_job, new_record, read_job,
-                            validate_job_id)
+from steps.core.job import JobNotFound, JobRecord, Status, create_job, new_record, read_job, validate_job_id
 from steps.core.settings import settings
 from steps.core.store import Store, StoreError, open_store, upload_key
+from steps.protocol import EXIT_FAILURE, EXIT_INPUT, EXIT_USAGE
 
 
 class _App(typer.Typer):
@@ -53,7 +50,7 @@ class Stage(str, Enum):
     full = "full"
 
 
-StoreOpt = Annotated[Optional[str], typer.Option(
+StoreOpt = Annotated[str | None, typer.Option(
     "--store", help="A folder or s3://bucket/prefix [env BOOKJOB_STORE; default ./bookjob-store]")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the job record as JSON only.")]
 
@@ -163,28 +160,28 @@ def print_summary(record: JobRecord, store: Store, runs: list) -> None:
             typer.echo(f"  {artifact.kind}{page}: {location}")
 
 
-BookArg = Annotated[Optional[str], typer.Argument(
+BookArg = Annotated[str | None, typer.Argument(
     help="A book folder holding book.yaml, or an s3:// prefix (may be left out for an existing "
          "job: it is bound to its book).")]
-PhotoOpt = Annotated[Optional[str], typer.Option(
+PhotoOpt = Annotated[str | None, typer.Option(
     "--photo", help="The child's photo (JPEG, PNG, WebP, HEIC): a file, s3://bucket/key, "
                     "https://… (or http://… from a host in BOOKJOB_ALLOW_HTTP_HOSTS); copied "
                     "into the store's uploads/<job>/.")]
-NameOpt = Annotated[Optional[str], typer.Option("--name", help="The child's name, 1-40 characters.")]
-AgeOpt = Annotated[Optional[str], typer.Option("--age", help="The child's age in years, 0-17.")]
-GenderOpt = Annotated[Optional[str], typer.Option("--gender", help="girl, boy or unspecified.")]
-LanguageOpt = Annotated[Optional[str], typer.Option(
+NameOpt = Annotated[str | None, typer.Option("--name", help="The child's name, 1-40 characters.")]
+AgeOpt = Annotated[str | None, typer.Option("--age", help="The child's age in years, 0-17.")]
+GenderOpt = Annotated[str | None, typer.Option("--gender", help="girl, boy or unspecified.")]
+LanguageOpt = Annotated[str | None, typer.Option(
     "--language", help="The edition: one of the book's languages (default: its first).")]
-DedicationOpt = Annotated[Optional[str], typer.Option(
+DedicationOpt = Annotated[str | None, typer.Option(
     "--dedication", help="Fills the book's {dedication}: up to 300 characters, newlines kept.")]
 StageOpt = Annotated[Stage, typer.Option(
     "--stage", help="analyze (photo only), prepay, postpay, or full (prepay and postpay).")]
-JobIdOpt = Annotated[Optional[str], typer.Option(
+JobIdOpt = Annotated[str | None, typer.Option(
     "--job-id", help="An existing job, or the id for a new one (default: a new UUID).")]
 SeedOpt = Annotated[bool, typer.Option(
     "--randomize-seed", help="Regenerate: fresh seeds for the prepay pages (counted; at most "
                              "BOOKJOB_MAX_REGENERATIONS times).")]
-PagesOpt = Annotated[Optional[str], typer.Option(
+PagesOpt = Annotated[str | None, typer.Option(
     "--pages", help="Regenerate only these prepay pages, e.g. 2,3 (implies --randomize-seed).")]
 ChunkOpt = Annotated[str, typer.Option(
     "--pages-per-task", help="Pages per chunk (one process/pod each): a number, 0 (one chunk per "
@@ -199,15 +196,15 @@ class FaceBackend(str, Enum):
     comfyui = "comfyui"
 
 
-AnalyzerOpt = Annotated[Optional[Analyzer], typer.Option(
+AnalyzerOpt = Annotated[Analyzer | None, typer.Option(
     "--analyzer", help="heuristic (CPU) or qwen2-vl (GPU) [env BOOKJOB_ANALYZER].")]
-AnalyzerModelOpt = Annotated[Optional[str], typer.Option(
+AnalyzerModelOpt = Annotated[str | None, typer.Option(
     "--analyzer-model", help="Local folder of the Qwen2-VL weights [env BOOKJOB_ANALYZER_MODEL].")]
-FaceBackendOpt = Annotated[Optional[FaceBackend], typer.Option(
+FaceBackendOpt = Annotated[FaceBackend | None, typer.Option(
     "--face-backend", help="classic (CPU) or comfyui (GPU) [env BOOKJOB_FACE_BACKEND].")]
-ComfyOpt = Annotated[Optional[str], typer.Option(
+ComfyOpt = Annotated[str | None, typer.Option(
     "--comfyui-url", help="The ComfyUI server for --face-backend comfyui [env BOOKJOB_COMFYUI_URL].")]
-NotifyOpt = Annotated[Optional[str], typer.Option(
+NotifyOpt = Annotated[str | None, typer.Option(
     "--notify-url", help="POST the job record here on each status change (signed with "
                          "$BOOKJOB_NOTIFY_SECRET) [env BOOKJOB_NOTIFY_URL].")]
 

@@ -8,26 +8,48 @@ Server, ``--transport kubernetes`` uses the kubeconfig or the in-cluster service
 from __future__ import annotations
 
 import json
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from pipeline.commands.app import (AgeOpt, AnalyzerModelOpt, AnalyzerOpt, BookArg, ChunkOpt,
-                                   ComfyOpt, DedicationOpt, FaceBackendOpt, GenderOpt, JobIdOpt,
-                                   JsonOpt, LanguageOpt, NameOpt, NotifyOpt, PagesOpt, PhotoOpt,
-                                   SeedOpt, Stage, StageOpt, StoreOpt, fail,
-                                   say, store_at, app, backends, prepare_job)
-from pipeline.cluster import (ClusterError, ClusterSettings, JobBusy, check_running, connect,
-                              phase, start_workflow, wait)
+from pipeline.cluster import ClusterError, ClusterSettings, JobBusy, check_running, connect, phase, start_workflow, wait
+from pipeline.commands.app import (
+    AgeOpt,
+    AnalyzerModelOpt,
+    AnalyzerOpt,
+    BookArg,
+    ChunkOpt,
+    ComfyOpt,
+    DedicationOpt,
+    FaceBackendOpt,
+    GenderOpt,
+    JobIdOpt,
+    JsonOpt,
+    LanguageOpt,
+    NameOpt,
+    NotifyOpt,
+    PagesOpt,
+    PhotoOpt,
+    SeedOpt,
+    Stage,
+    StageOpt,
+    StoreOpt,
+    app,
+    backends,
+    fail,
+    prepare_job,
+    say,
+    store_at,
+)
 from pipeline.lease import EXIT_BUSY
 from steps.protocol import EXIT_FAILURE, EXIT_USAGE
 
-ServerOpt = Annotated[Optional[str], typer.Option(
+ServerOpt = Annotated[str | None, typer.Option(
     "--server", help="Argo Server, e.g. https://argo.example:2746 [env ARGO_SERVER].")]
-TokenOpt = Annotated[Optional[str], typer.Option("--token", help="Bearer token [env ARGO_TOKEN].")]
-NamespaceOpt = Annotated[Optional[str], typer.Option(
+TokenOpt = Annotated[str | None, typer.Option("--token", help="Bearer token [env ARGO_TOKEN].")]
+NamespaceOpt = Annotated[str | None, typer.Option(
     "--namespace", "-n", help="Namespace of the workflows [env ARGO_NAMESPACE; default: default].")]
-TransportOpt = Annotated[Optional[str], typer.Option(
+TransportOpt = Annotated[str | None, typer.Option(
     "--transport", help="argo (Argo Server API) or kubernetes (the Kubernetes API directly); "
                         "default: argo when a server is set.")]
 InsecureOpt = Annotated[bool, typer.Option("--insecure", help="Skip TLS verification.")]

@@ -8,18 +8,42 @@ import sys
 import threading
 import uuid
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from pipeline.cluster import cluster_phases
-from pipeline.commands.app import (DEMO, AgeOpt, AnalyzerModelOpt, AnalyzerOpt,
-                                   BookArg, ChunkOpt, ComfyOpt, DedicationOpt, FaceBackendOpt,
-                                   GenderOpt, JobIdOpt, JsonOpt, LanguageOpt, NameOpt, NotifyOpt,
-                                   PagesOpt, PhotoOpt, SeedOpt, Stage,
-                                   local_backends,
-                                   StageOpt, StoreOpt, fail, print_summary, say, store_at, app,
-                                   backends, prepare_job)
+from pipeline.commands.app import (
+    DEMO,
+    AgeOpt,
+    AnalyzerModelOpt,
+    AnalyzerOpt,
+    BookArg,
+    ChunkOpt,
+    ComfyOpt,
+    DedicationOpt,
+    FaceBackendOpt,
+    GenderOpt,
+    JobIdOpt,
+    JsonOpt,
+    LanguageOpt,
+    NameOpt,
+    NotifyOpt,
+    PagesOpt,
+    PhotoOpt,
+    SeedOpt,
+    Stage,
+    StageOpt,
+    StoreOpt,
+    app,
+    backends,
+    fail,
+    local_backends,
+    prepare_job,
+    print_summary,
+    say,
+    store_at,
+)
 from steps.core.errors import InputError
 from steps.core.job import JobNotFound, read_job, validate_job_id
 from steps.core.store import StoreError
@@ -169,10 +193,10 @@ def _run_leased(target, lease, book, photo, name, age, gender, language, dedicat
 def status(
     job_id: Annotated[str, typer.Argument(help="The job's id.")],
     store: StoreOpt = None,
-    server: Annotated[Optional[str], typer.Option(
+    server: Annotated[str | None, typer.Option(
         "--server", help="Also show the job's workflows on this Argo Server [env ARGO_SERVER].")] = None,
-    namespace: Annotated[Optional[str], typer.Option("--namespace", "-n")] = None,
-    transport: Annotated[Optional[str], typer.Option(
+    namespace: Annotated[str | None, typer.Option("--namespace", "-n")] = None,
+    transport: Annotated[str | None, typer.Option(
         "--transport", help="argo or kubernetes: also show the job's workflows.")] = None,
     as_json: JsonOpt = False,
 ) -> None:

@@ -39,8 +39,16 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, 
 
 from steps.backends.classic import analyze_heuristic
 from steps.backends.faces import head_crop
-from steps.core.analysis import (EYE_COLORS, HAIR_COLORS, HAIR_STYLES, SKIN_TONES, Analysis, Features,
-                                 prompt_for, prompt_gender)
+from steps.core.analysis import (
+    EYE_COLORS,
+    HAIR_COLORS,
+    HAIR_STYLES,
+    SKIN_TONES,
+    Analysis,
+    Features,
+    prompt_for,
+    prompt_gender,
+)
 
 MAX_NEW_TOKENS = 160
 MAX_IMAGE_SIDE = 448          # the head-and-shoulders crop the model sees, at most this large

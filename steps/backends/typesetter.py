@@ -17,9 +17,9 @@ from __future__ import annotations
 import html
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from io import BytesIO
-from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -251,7 +251,7 @@ class TextRenderer:
         self._browser: Browser | None = None
         self._tab: Tab | None = None
 
-    def __enter__(self) -> "TextRenderer":
+    def __enter__(self) -> TextRenderer:
         if self._browser is None:  # (entering a renderer that is warm already keeps its browser)
             self._browser = Browser(self.executable_path, on_request=self._answer)
         return self

@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath
 from pydantic import BaseModel
 
 from steps.core import faults
-from steps.core.job import Artifact, JobRecord, update_job
+from steps.core.job import Artifact, ArtifactKind, JobRecord, update_job
 from steps.core.store import Store
 from steps.protocol import unchanged_line
 
@@ -74,7 +74,7 @@ def reuse(store: Store, job: JobRecord, kind: str, page: int | None,
     return old
 
 
-def put(store: Store, key: str, data: bytes, kind: str, page: int | None = None,
+def put(store: Store, key: str, data: bytes, kind: ArtifactKind, page: int | None = None,
         inputs_sha256: str | None = None) -> Artifact:
     store.write(key, data)
     faults.point("put")

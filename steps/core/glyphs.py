@@ -15,8 +15,13 @@ import hashlib
 import unicodedata
 from dataclasses import dataclass
 from io import BytesIO
+from typing import TYPE_CHECKING
 
 from steps.core.errors import InputError
+
+if TYPE_CHECKING:
+    from steps.core.manifest import Book, LoadedBook, TextLayer
+    from steps.core.messages import Child
 
 _CMAPS: dict[str, frozenset[int]] = {}
 # The first bytes of TrueType, OpenType, WOFF and WOFF2 files (as the typesetter sniffs them).
@@ -75,7 +80,7 @@ def describe(chars: list[str], limit: int = 8) -> str:
     return shown + (f" and {len(chars) - limit} more" if len(chars) > limit else "")
 
 
-def read_faces(loaded) -> list[FontFace]:
+def read_faces(loaded: LoadedBook) -> list[FontFace]:
     """Every font of a :class:`~steps.core.manifest.LoadedBook`, read with fontTools."""
     faces = []
     for font in loaded.book.fonts:
@@ -94,7 +99,7 @@ def read_faces(loaded) -> list[FontFace]:
     return faces
 
 
-def chain_for(book, layer, faces: list[FontFace]) -> list[FontFace]:
+def chain_for(book: Book, layer: TextLayer, faces: list[FontFace]) -> list[FontFace]:
     """The faces a layer's text can be drawn with: for each family of its chain the face of
     its weight and style if the book has it (else the family's others, which the browser
     would synthesise from)."""
@@ -113,7 +118,7 @@ def chain_name(chain: list[FontFace]) -> str:
     return " + ".join(families) + f" ({srcs})"
 
 
-def check_job(loaded, language: str, child) -> None:
+def check_job(loaded: LoadedBook, language: str, child: Child) -> None:
     """Refuse a job (exit 3, before any page is drawn) when a character it will typeset is in
     none of its fonts; the message names the characters, whose they are and the font."""
     from steps.core.messages import fill

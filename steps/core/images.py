@@ -101,8 +101,9 @@ def load_photo(data: bytes) -> np.ndarray:
 def load_page(data: bytes, size: tuple[int, int], what: str = "page image") -> Image.Image:
     """An illustration as RGB at exactly ``size`` (width, height)."""
     image = _plain_png(data) or to_rgb(_open(data, what))
-    if image.size != tuple(size):
-        image = image.resize(tuple(size), Image.Resampling.LANCZOS)
+    width, height = size
+    if image.size != (width, height):
+        image = image.resize((width, height), Image.Resampling.LANCZOS)
     return image
 
 
@@ -165,7 +166,7 @@ def _decode_up_filtered(data: bytes) -> np.ndarray | None:
         return None
     try:
         raw = isal_zlib.decompress(b"".join(idat))
-    except isal_zlib.error:
+    except isal_zlib.error:  # type: ignore[misc]  # isal ships no type for its error class
         return None
     stride = 1 + 3 * width
     if len(raw) != height * stride:

@@ -12,9 +12,9 @@ import re
 import time
 import unicodedata
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import Enum
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
@@ -64,7 +64,7 @@ GENDERS = ("girl", "boy", "unspecified")
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class StatusChange(BaseModel):
@@ -109,7 +109,7 @@ class JobRecord(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _old_generation_retry(cls, data):
+    def _old_generation_retry(cls, data: Any) -> Any:
         """Records written before regeneration moved into the analysis kept it at the top."""
         if isinstance(data, dict) and "generation_retry" in data:
             data = dict(data)

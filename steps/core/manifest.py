@@ -16,8 +16,7 @@ from pathlib import PurePosixPath
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
-                      model_validator)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from steps.core import messages
 from steps.core.errors import InputError
@@ -256,7 +255,7 @@ class LoadedBook:
         return fetch(ref, self.files)
 
 
-def _where(loc: tuple) -> str:
+def _where(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
@@ -398,7 +397,7 @@ def download(url: str, what: str = "Book file") -> bytes:
 def _download(url: str, what: str = "Book file") -> bytes:
     try:
         with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
-            data = response.read(MAX_DOWNLOAD + 1)
+            data: bytes = response.read(MAX_DOWNLOAD + 1)
     except urllib.error.HTTPError as e:
         if 500 <= e.code < 600:
             raise StoreError(f"{url} answered {e.code}") from e

@@ -16,6 +16,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 from steps.core.errors import InputError
 
@@ -94,7 +95,7 @@ def letters_of(language: str) -> str:
     return "".join(c for c in letters if len(c) == 1 and unicodedata.category(c) == "Ll")
 
 
-def _describe(error, pattern: str) -> str:
+def _describe(error: Any, pattern: str) -> str:
     # PyICU: error.args == (code, (message, line, offset, pre, post)); element 0 is a NULL
     # pointer for some codes and touching it crashes the interpreter: read 2 only.
     code = error.getErrorCode()
@@ -186,7 +187,7 @@ def problems(pattern: str, language: str) -> list[str]:
 
 
 @lru_cache(maxsize=1024)
-def _compiled(pattern: str, language: str):
+def _compiled(pattern: str, language: str) -> Any:
     from icu import Locale, MessageFormat
 
     return MessageFormat(pattern, Locale(language))
@@ -197,7 +198,9 @@ def fill(pattern: str, language: str, child: Child) -> str:
     from icu import Formattable
 
     values = child.arguments()
-    return _compiled(pattern, language).format(list(values), [Formattable(v) for v in values.values()])
+    text: str = _compiled(pattern, language).format(list(values),
+                                                    [Formattable(v) for v in values.values()])
+    return text
 
 
 def validate_dedication(text: str | None) -> str:

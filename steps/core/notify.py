@@ -41,7 +41,7 @@ def send(url: str, body: bytes, secret: str = "", attempts: int = ATTEMPTS,
                 if 200 <= response.status < 300:
                     return True
         except (urllib.error.URLError, OSError, ValueError) as e:
-            error = e
+            error = str(e)
         else:
             error = f"HTTP {response.status}"
         if attempt + 1 < attempts:

@@ -14,6 +14,7 @@ import os
 import tempfile
 from abc import ABC, abstractmethod
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from steps.core import faults
 from steps.core.errors import TransientError
@@ -197,7 +198,7 @@ def _alive(pid: int) -> bool:
 # ---- S3 ---------------------------------------------------------------------------------
 
 
-def _s3_client():
+def _s3_client() -> Any:
     import boto3
     from botocore.config import Config
 
@@ -227,7 +228,7 @@ class S3Store(Store):
 
     list_page_size = 1000   # keys per listing request; S3 answers at most 1,000
 
-    def __init__(self, uri: str, client=None) -> None:
+    def __init__(self, uri: str, client: Any = None) -> None:
         self.bucket, self.prefix = split_s3_uri(uri)
         if not self.bucket:
             raise ValueError(f"{uri!r} names no bucket; use s3://bucket/prefix")
@@ -237,7 +238,7 @@ class S3Store(Store):
     def _key(self, key: str) -> str:
         return self.prefix + _check_key(key)
 
-    def _call(self, method: str, **kwargs):
+    def _call(self, method: str, **kwargs: Any) -> Any:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
@@ -253,7 +254,8 @@ class S3Store(Store):
             raise StoreError(f"S3 {method} {self.uri}: {e}") from e
 
     def read(self, key: str) -> bytes:
-        return self._call("get_object", Key=self._key(key))["Body"].read()
+        data: bytes = self._call("get_object", Key=self._key(key))["Body"].read()
+        return data
 
     def write(self, key: str, data: bytes) -> None:
         self._call("put_object", Key=self._key(key), Body=data, ContentType=content_type(key))
