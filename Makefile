@@ -42,10 +42,10 @@ $(STAMP): pyproject.toml
 demo: setup ## Run the demo book (stage full) on the embedded engine into ./bookjob-store
 	$(VENV)/bin/bookjob demo
 
-test: setup ## Run the whole test suite
+test: lint ## Lint, then run the whole test suite
 	$(PY) -m pytest -n 2 --dist loadgroup
 
-lint: setup ## ruff (pyflakes, pycodestyle, isort, pydocstyle, bugbear, pyupgrade) and mypy (strict on steps/core)
+lint: setup ## ruff (pyflakes, pycodestyle, isort, pydocstyle, bugbear, pyupgrade) and mypy (strict on steps/core; part of make test)
 	$(VENV)/bin/ruff check steps pipeline tests bench scripts
 	$(VENV)/bin/mypy
 
