@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MODULES = {
     "job": "steps/core/job.py",
     "manifest": "steps/core/manifest.py",
+    "sources": "steps/core/sources.py",
     "store": "steps/core/store.py",
     "artifacts": "steps/core/artifacts.py",
     "analysis": "steps/core/analysis.py",

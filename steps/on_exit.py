@@ -16,6 +16,7 @@ import sys
 from steps import runner
 from steps.core.job import JOB_ID, JobNotFound, Status, mark_failed, read_job
 from steps.core.store import open_store
+from steps.protocol import EXIT_INPUT
 
 FAILED = (Status.ANALYSIS_FAILED, Status.GENERATION_FAILED)
 
@@ -107,6 +108,12 @@ def work(args) -> None:
     step = str(node.get("templateName") or "workflow").replace("-", "_")
     detail = str(node.get("message") or f"the workflow ended {args.workflow_status}").strip()
     code = EXIT_CODE.search(detail)
+    if code and int(code.group(1)) == EXIT_INPUT:
+        # Exit 3 is the step's own word: it marked the job with its reason, or refused the
+        # request and left the job as it was (a regeneration over the limit, another book).
+        print(f"on_exit: step {step} exited {EXIT_INPUT} (bad input); the job stays "
+              f"{record.status.value}", file=sys.stderr)
+        return
     reason = f"exit_{code.group(1)}" if code else f"workflow_{args.workflow_status.lower()}"
     message = (f"Step {step} failed ({detail.rstrip('.')}); run the job again with the same "
                "job id to resume it.")

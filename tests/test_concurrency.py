@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from pipeline.lease import EXIT_BUSY, Busy, Holder, Lease, holder, lease_key
-from steps.core import manifest
+from steps.core import sources
 from steps.core.errors import InputError
 from steps.core.store import LocalStore
 from tests.helpers import DEMO_PHOTO, ROOT, make_book
@@ -203,13 +203,13 @@ def test_http_sources_only_from_allowed_hosts(small, tmp_path, http_server, monk
 
     # the same size limit as https://
     monkeypatch.setenv("BOOKJOB_ALLOW_HTTP_HOSTS", where)
-    monkeypatch.setattr(manifest, "MAX_DOWNLOAD", 100)
+    monkeypatch.setattr(sources, "MAX_DOWNLOAD", 100)
     with pytest.raises(InputError) as big:
-        manifest.download(f"http://{where}/photo.jpg", "The photo")
+        sources.download(f"http://{where}/photo.jpg", "The photo")
     assert big.value.reason == "image_too_large"
     monkeypatch.setenv("BOOKJOB_ALLOW_HTTP_HOSTS", "")
     with pytest.raises(InputError) as refused_unit:
-        manifest.download(f"http://{where}/photo.jpg", "The photo")
+        sources.download(f"http://{where}/photo.jpg", "The photo")
     assert refused_unit.value.reason == "http_not_allowed"
 
 

@@ -14,6 +14,7 @@ cv2 = pytest.importorskip("cv2")
 from steps.backends import faces  # noqa: E402
 from steps.backends.classic import similarity_from_eyes, transfer_face  # noqa: E402
 from steps.backends.faces import Face, describe, find_faces  # noqa: E402
+from steps.core import analysis  # noqa: E402
 
 PHOTO = Path(__file__).parents[1] / "pipeline/demo/photo.jpg"
 SKY = (135, 200, 235)
@@ -106,10 +107,10 @@ def test_eyes_estimated_when_not_found(photo: np.ndarray, monkeypatch: pytest.Mo
 
 def test_describe_vocabulary_and_astronaut(photo: np.ndarray, face: Face) -> None:
     d = describe(photo, face)
-    assert d["skin_tone"] in faces.SKIN_TONES
-    assert d["hair_color"] in faces.HAIR_COLORS
-    assert d["hair_style"] in faces.HAIR_STYLES
-    assert d["eye_color"] in faces.EYE_COLORS
+    assert d["skin_tone"] in analysis.SKIN_TONES
+    assert d["hair_color"] in analysis.HAIR_COLORS
+    assert d["hair_style"] in analysis.HAIR_STYLES
+    assert d["eye_color"] in analysis.EYE_COLORS
     for key in ("skin_rgb", "hair_rgb", "eye_rgb"):
         assert re.fullmatch(r"#[0-9a-f]{6}", d[key]), d
     # Eileen Collins: fair skin, light/mid brown hair, dark eyes
@@ -124,7 +125,7 @@ def test_describe_vocabulary_and_astronaut(photo: np.ndarray, face: Face) -> Non
 def test_describe_follows_the_pixels(photo: np.ndarray, face: Face) -> None:
     darker = (photo.astype(np.float32) * 0.45).astype(np.uint8)
     d_light, d_dark = describe(photo, face), describe(darker, face)
-    order = faces.SKIN_TONES
+    order = analysis.SKIN_TONES
     assert order.index(d_dark["skin_tone"]) > order.index(d_light["skin_tone"]) + 1
 
 

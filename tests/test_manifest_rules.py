@@ -17,9 +17,10 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from steps.core import manifest
+from steps.core import sources
 from steps.core.errors import InputError
-from steps.core.manifest import FaceSlot, Output, fetch, load_book
+from steps.core.manifest import FaceSlot, Output, load_book
+from steps.core.sources import fetch
 from steps.core.store import LocalStore, StoreError
 from tests.helpers import make_book
 
@@ -281,16 +282,30 @@ def test_page_images_may_live_at_s3_or_https_addresses(book, ref):
     assert result.page(2).base == ref
 
 
-@pytest.mark.parametrize("ref", ["http://books.example/p2.png", "ftp://books.example/p2.png",
-                                 "file:///etc/passwd", "gs://b/p.png"])
+@pytest.mark.parametrize("ref", ["ftp://books.example/p2.png", "file:///etc/passwd", "gs://b/p.png"])
 def test_other_addresses_are_refused(book, ref):
     assert changed(book, lambda d: d["pages"][1].update(base=ref)) == (
         f"book.yaml: file {ref!r} is neither in the book nor at an s3:// or https:// address; use "
         "one of those.")
 
 
+def test_plain_http_is_refused_unless_the_operator_lists_the_host(book, monkeypatch):
+    ref = "http://books.example/p2.png"
+    data = yaml.safe_load((book / "book.yaml").read_text())
+    data["pages"][1]["base"] = ref
+    write(book, data)
+    with pytest.raises(InputError) as e:
+        load_book(str(book))
+    assert e.value.reason == "http_not_allowed"
+    assert e.value.message == (f"book.yaml: file {ref!r} is plain http:// on a host not in "
+                               "BOOKJOB_ALLOW_HTTP_HOSTS; use https://, or ask the operator to "
+                               "list the host.")
+    monkeypatch.setenv("BOOKJOB_ALLOW_HTTP_HOSTS", "books.example")
+    assert load_book(str(book)).book.page(2).base == ref
+
+
 def test_a_long_address_is_quoted_cut_short(book):
-    ref = "http://x/" + "a" * 200
+    ref = "ftp://x/" + "a" * 200
     message = changed(book, lambda d: d["pages"][1].update(base=ref))
     assert message.startswith(f"book.yaml: file {ref[:100]!r} is neither")
 
@@ -298,7 +313,7 @@ def test_a_long_address_is_quoted_cut_short(book):
 @pytest.mark.parametrize("ref,ok", [("https://fonts.example/Andika.ttf", True),
                                     ("s3://some-bucket/fonts/Andika.ttf", True),
                                     ("fonts/Andika-Regular.ttf", True),
-                                    ("http://fonts.example/Andika.ttf", False)])
+                                    ("ftp://fonts.example/Andika.ttf", False)])
 def test_font_files_follow_the_same_rules(book, ref, ok):
     result = changed(book, lambda d: d["fonts"][0].update(src=ref))
     assert accepted(result) is ok
@@ -342,7 +357,7 @@ def test_fetch_of_a_missing_or_outside_file(book, ref):
                                "manifest.")
 
 
-@pytest.mark.parametrize("ref", ["http://x/p.png", "ftp://x/p.png"])
+@pytest.mark.parametrize("ref", ["gopher://x/p.png", "ftp://x/p.png"])
 def test_fetch_refuses_other_addresses(book, ref):
     with pytest.raises(InputError) as e:
         fetch(ref, LocalStore(book))
@@ -410,22 +425,22 @@ LIMIT = 2 * 2**20
 
 @pytest.fixture
 def files(monkeypatch):
-    monkeypatch.setattr(manifest, "MAX_DOWNLOAD", LIMIT)
-    monkeypatch.setattr(manifest, "DOWNLOAD_TIMEOUT_S", 1)
+    monkeypatch.setattr(sources, "MAX_DOWNLOAD", LIMIT)
+    monkeypatch.setattr(sources, "DOWNLOAD_TIMEOUT_S", 1)
     server = Files(b"x" * LIMIT)
     yield server
     server.close()
 
 
 def test_a_download_up_to_the_limit_is_read(files):
-    assert manifest._download(files.url + "/ok") == b"x" * LIMIT
+    assert sources._download(files.url + "/ok") == b"x" * LIMIT
 
 
 @pytest.mark.parametrize("path", ["/ok", "/stall"])
 def test_a_download_over_the_limit_is_refused_without_reading_on(files, path):
     files.body = b"x" * (LIMIT + 1)
     with pytest.raises(InputError) as e:
-        manifest._download(files.url + path)
+        sources._download(files.url + path)
     assert e.value.reason == "image_too_large"   # /stall: read one byte past the limit, no further
     assert e.value.message == f"Book file {files.url}{path} is larger than 2 MiB; use a smaller file."
 
@@ -433,7 +448,7 @@ def test_a_download_over_the_limit_is_refused_without_reading_on(files, path):
 def test_a_stalled_download_times_out(files):
     files.body = b"x" * 10
     with pytest.raises(InputError) as e:
-        manifest._download(files.url + "/stall")
+        sources._download(files.url + "/stall")
     assert e.value.reason == "unreachable_file"
     assert e.value.message == (f"Book file {files.url}/stall could not be fetched (timed out); check "
                                "the address or host the file with the book.")
@@ -442,16 +457,15 @@ def test_a_stalled_download_times_out(files):
 @pytest.mark.parametrize("code", [404, 403, 410, 600])
 def test_a_download_refused_by_the_server_is_a_missing_file(files, code):
     with pytest.raises(InputError) as e:
-        manifest._download(f"{files.url}/{code}")
+        sources._download(f"{files.url}/{code}")
     assert e.value.reason == "missing_file"
-    assert e.value.message == (f"Book file {files.url}/{code} answered HTTP {code}; check the "
-                               "address in the manifest.")
+    assert e.value.message == f"Book file {files.url}/{code} answered HTTP {code}; check the address."
 
 
 @pytest.mark.parametrize("code", [500, 503, 599])
 def test_a_download_failing_on_the_server_is_transient(files, code):
     with pytest.raises(StoreError, match=f"^{files.url}/{code} answered {code}$"):
-        manifest._download(f"{files.url}/{code}")
+        sources._download(f"{files.url}/{code}")
 
 
 def test_an_unreachable_address_is_its_own_reason(tmp_path):

@@ -82,3 +82,28 @@ def test_on_exit_marks_the_job_with_step_and_exit_code(tmp_path):
     assert record.status == Status.GENERATION_FAILED
     assert (record.error.step, record.error.reason) == ("backgrounds", "exit_137")
     assert "exit code 137" in record.error.message
+
+
+def test_a_step_that_exited_3_leaves_the_job_as_it_marked_or_refused_it(tmp_path):
+    """A refusal (exit 3 without marking: a regeneration over the limit) must not become
+    generation_failed through the exit handler; another exit code still does."""
+    store = LocalStore(tmp_path / "store")
+    create_job(store, JobRecord(job_id="j3", book_uri="b", photo_key="p", child_name="Mia",
+                                child_age=5, child_gender="girl"))
+    for status in (Status.ANALYZING, Status.ANALYZING_COMPLETED, Status.PREPAY_GENERATING,
+                   Status.PREPAY_READY):
+        update_job(store, "j3", lambda r, s=status: r.move_to(s))
+    refused = {**POD, "templateName": "plan", "message": "Error (exit code 3)"}
+    args = [sys.executable, "-m", "steps.on_exit", "--store", store.uri, "--job-id", "j3",
+            "--workflow-status", "Failed", "--failures"]
+    done = subprocess.run([*args, workflow_failures([refused])], capture_output=True, text=True,
+                          cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert "exited 3" in done.stderr
+    record = read_job(store, "j3")
+    assert record.status == Status.PREPAY_READY and record.error is None
+    crashed = {**refused, "message": "Error (exit code 1)"}
+    subprocess.run([*args, workflow_failures([crashed])], capture_output=True, text=True, cwd=ROOT,
+                   check=True)
+    record = read_job(store, "j3")
+    assert record.status == Status.GENERATION_FAILED and record.error.reason == "exit_1"

@@ -96,8 +96,10 @@ def test_local_listings_hide_dot_files(tmp_path):
     (tmp_path / "jobs/j/.hidden").mkdir()
     (tmp_path / "jobs/j/.hidden/x.txt").write_bytes(b"in a hidden folder")
     assert (tmp_path / "jobs/j/.job.json.lock").exists()
-    assert store.list("jobs/j/") == ["jobs/j/.hidden/x.txt", "jobs/j/job.json"]
-    assert store.list("jobs/j/.") == ["jobs/j/.hidden/x.txt"]
+    # a key with any part starting with a dot is hidden (a dot folder too: .bookjob-tmp)
+    assert store.list("jobs/j/") == ["jobs/j/job.json"]
+    assert store.list("jobs/j/.") == []
+    assert store.list("") == ["jobs/j/job.json"]
 
 
 def test_the_local_store_is_its_folder(tmp_path, monkeypatch):
@@ -111,24 +113,26 @@ def test_the_local_store_is_its_folder(tmp_path, monkeypatch):
     assert isinstance(open_store(tmp_path), LocalStore)
 
 
-def test_the_temporary_file_is_complete_and_beside_the_target(tmp_path, monkeypatch):
+def test_the_temporary_file_is_complete_and_in_the_stores_scratch_folder(tmp_path, monkeypatch):
     store = LocalStore(tmp_path)
     store.write("a/b.png", b"old")
     seen = []
+    scratch = tmp_path / LocalStore.TMP
 
     def at_point(name):
-        names = sorted(p.name for p in (tmp_path / "a").iterdir())
-        temporary = [n for n in names if n != "b.png"]
-        seen.append((name, temporary, (tmp_path / "a" / temporary[0]).read_bytes(),
-                     (tmp_path / "a/b.png").read_bytes()))
+        temporary = sorted(p.name for p in scratch.iterdir())
+        seen.append((name, temporary, (scratch / temporary[0]).read_bytes(),
+                     (tmp_path / "a/b.png").read_bytes(), os.listdir(tmp_path / "a")))
 
     monkeypatch.setattr(faults, "point", at_point)
     store.write("a/b.png", b"new bytes")
-    [(name, temporary, content, target)] = seen
+    [(name, temporary, content, target, beside)] = seen
     assert name == "write"
-    assert len(temporary) == 1 and temporary[0].startswith(".b.png.") and temporary[0].endswith(".tmp")
+    # named after the writing process, so a later writer can tell an orphan from a live write
+    assert len(temporary) == 1 and temporary[0].startswith(f"{os.getpid()}-") and temporary[0].endswith(".tmp")
     assert content == b"new bytes" and target == b"old"    # complete, not yet in place
-    assert os.listdir(tmp_path / "a") == ["b.png"]
+    assert beside == ["b.png"]                             # nothing beside the target
+    assert os.listdir(tmp_path / "a") == ["b.png"] and os.listdir(scratch) == []
     assert store.read("a/b.png") == b"new bytes"
 
 

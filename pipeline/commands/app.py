@@ -85,7 +85,7 @@ def read_photo(photo: str) -> tuple[bytes, str | None]:
     """The photo's bytes and where they came from: a local file (no source), ``s3://bucket/key``,
     ``https://…`` or ``http://…`` from a host in ``BOOKJOB_ALLOW_HTTP_HOSTS`` (the book files'
     size limit and timeouts). A photo that cannot be read is exit 3."""
-    from steps.core.manifest import MAX_DOWNLOAD, download
+    from steps.core.sources import MAX_DOWNLOAD, download
 
     photo = str(photo)
     try:
