@@ -41,6 +41,8 @@ import numpy as np
 import yaml
 from PIL import Image
 
+from steps.backends.chromium import descendants
+
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "pipeline" / "demo"
 RESULTS = ROOT / "bench" / "results.json"
@@ -150,21 +152,6 @@ def _pillow_bytes(image: Image.Image, level: int) -> bytes:
 
 
 # ---- whole jobs ----------------------------------------------------------------------------
-
-
-def descendants(pid: int) -> list[int]:
-    """Every process below ``pid`` (Linux /proc), children of all its threads included."""
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        for task in Path(f"/proc/{current}/task").glob("*/children"):
-            try:
-                kids = [int(k) for k in task.read_text().split()]
-            except OSError:
-                continue
-            found += kids
-            todo += kids
-    return found
 
 
 class PeakRss:

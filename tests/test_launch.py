@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.run import descendants
 from pipeline.launch import ExecLauncher, WarmLauncher, launcher
+from steps.backends.chromium import descendants
 from steps.plan import AUTO_MIN_PAGES, chunks
 from steps.protocol import GO_FILE, TIMING_PREFIX
 from tests.helpers import ROOT

@@ -196,7 +196,7 @@ class Browser:
     @property
     def pid(self) -> int | None:
         """Chromium's main process (found by its profile, which lies in our folder)."""
-        for pid in _descendants(os.getpid()):
+        for pid in descendants(os.getpid()):
             try:
                 args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
             except OSError:
@@ -243,7 +243,7 @@ class Browser:
         shutil.rmtree(self._profile, ignore_errors=True)
 
 
-def _descendants(pid: int) -> list[int]:
+def descendants(pid: int) -> list[int]:
     """Every process below ``pid`` (Linux /proc)."""
     found, todo = [], [pid]
     while todo:
