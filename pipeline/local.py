@@ -170,14 +170,13 @@ class LocalEngine:
 
     def _run_chunks(self, chain: list[Step], chunks: list[str], values: dict[str, str],
                     scratch: Path) -> None:
-        spare_core = len(chunks) < self.workers
 
         def one_chunk(pages: str) -> None:
             chunk_values = {**values, "pages": pages}
             early = None
             for i, step in enumerate(chain):
                 following = self._take_ahead(chain[i + 1]) if i + 1 < len(chain) else None
-                if following is None and spare_core and i + 1 < len(chain):
+                if following is None and i + 1 < len(chain):
                     following = EarlyStart(self.launcher, chain[i + 1], chunk_values, scratch)
                 try:
                     self._run_step(step, chunk_values, pages, early)

@@ -18,8 +18,6 @@ import hashlib
 import secrets
 import sys
 
-import numpy as np
-
 from steps import runner
 from steps.backends.base import FACE_TRANSFERS, FaceRequest, face_transfer
 from steps.core import artifacts
@@ -106,7 +104,7 @@ def make_backgrounds(store: Store, job_id: str, loaded: LoadedBook, pages: list[
                 request = FaceRequest(num, (page.face.left_eye, page.face.right_eye),
                                       page_prompt(page.prompt, record.analysis),
                                       page.negative_prompt, seeds[num])
-                image = transfer(np.asarray(image), request)
+                image = transfer(image, request)
             made.append(artifacts.put(store, page_bg_key(job_id, num),
                                       encode_png(image, book.output.dpi), "page_bg_png", num,
                                       inputs))

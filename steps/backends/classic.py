@@ -105,7 +105,7 @@ def _feather(mask: np.ndarray, sigma: float) -> np.ndarray:
 
 def _match_colors(face: np.ndarray, face_mask: np.ndarray, page: np.ndarray, ring: np.ndarray) -> np.ndarray:
     """Partial Reinhard transfer in CIELAB of the masked face toward the ring's statistics."""
-    step = max(1, round(math.sqrt(face_mask.size / 250_000)))  # statistics from a sparse grid
+    step = max(1, round(math.sqrt(face_mask.size / 40_000)))  # statistics from a sparse grid
     src_px, dst_px = face[::step, ::step][face_mask[::step, ::step]], page[::step, ::step][ring[::step, ::step]]
     if len(src_px) < 10 or len(dst_px) < 10:
         return face

@@ -98,16 +98,19 @@ def load_photo(data: bytes) -> np.ndarray:
     return np.asarray(to_rgb(image))
 
 
-def load_page(data: bytes, size: tuple[int, int], what: str = "page image") -> Image.Image:
-    """An illustration as RGB at exactly ``size`` (width, height)."""
-    image = _plain_png(data) or to_rgb(_open(data, what))
+def load_page(data: bytes, size: tuple[int, int], what: str = "page image") -> np.ndarray:
+    """An illustration as RGB pixels (HxWx3) at exactly ``size`` (width, height)."""
     width, height = size
+    pixels = _plain_png(data)
+    if pixels is not None and pixels.shape[:2] == (height, width):
+        return pixels  # the usual case: no copy on the way
+    image = Image.fromarray(pixels) if pixels is not None else to_rgb(_open(data, what))
     if image.size != (width, height):
         image = image.resize((width, height), Image.Resampling.LANCZOS)
-    return image
+    return np.asarray(image)
 
 
-def _plain_png(data: bytes) -> Image.Image | None:
+def _plain_png(data: bytes) -> np.ndarray | None:
     """An 8-bit RGB PNG without transparency (what illustrations usually are), decoded by
     libpng through OpenCV: the same pixels as Pillow's decoder in about half the time. None for
     anything else (and for anything OpenCV cannot read), which Pillow then decodes or refuses."""
@@ -121,7 +124,7 @@ def _plain_png(data: bytes) -> Image.Image | None:
     pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if pixels is None or pixels.shape[:2] != (height, width):
         return None
-    return Image.fromarray(cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB, dst=pixels))
+    return cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB, dst=pixels)
 
 
 def decode_own_png(data: bytes) -> np.ndarray:
