@@ -2,7 +2,10 @@
 
     python scripts/mutation.py [--jobs N] [--diff] [--keep] [module ...]
 
-Modules are named as in the table below (``job``, ``store``, ...); none named: all of them.
+Modules are named as in the table below (``job``, ``store``, ...); none named: all of them,
+and ``transitions``: the job status table (``TRANSITIONS``, a module-level table mutmut cannot
+mutate edge by edge), each of its 64 edges flipped by hand (added if absent, removed if
+present) with the transition tests run against it in this process.
 mutmut's settings (which files it mutates, which tests it runs) are in pyproject.toml
 under ``[tool.mutmut]``. The run starts from a clean ``mutants/`` unless ``--keep``.
 
@@ -33,6 +36,7 @@ KILLED = {1, 3}            # a test failed (3: pytest's internal error, also a k
 TIMEOUT = {36, 24, -24, 152, 255}
 NO_TESTS = {5, 33}
 SKIPPED = {34}
+EDGE_TESTS = ["tests/test_job_transitions.py", "tests/test_job.py", "tests/test_job_updates.py"]
 
 
 def dotted(path: str) -> str:
@@ -96,18 +100,69 @@ def show(name: str, env: dict[str, str]) -> str:
     return done.stdout
 
 
+def _pytest_quietly(args: list[str]) -> tuple[int, str]:
+    """Pytest's exit code and what it printed."""
+    import contextlib
+    import io
+
+    import pytest
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        code = pytest.main([*args, "-q", "-x", "-p", "no:cacheprovider", "-p", "no:xdist",
+                            "-m", "not slow", "-k", "not concurrent_updates"])
+    return int(code), out.getvalue()
+
+
+def edge_flips() -> tuple[dict[str, int], list[str]]:
+    """Flip each ordered pair of statuses in ``TRANSITIONS`` (this tree's, not a mutant's), run
+    EDGE_TESTS; a flip the tests do not fail on survives."""
+    sys.path.insert(0, str(ROOT))
+    from steps.core import job
+
+    counts = {"mutants": 0, "killed": 0, "timeout": 0, "survived": 0, "no tests": 0,
+              "skipped": 0, "other": 0}
+    survivors: list[str] = []
+    tests = [str(ROOT / t) for t in EDGE_TESTS]
+    code, output = _pytest_quietly(tests)
+    if code != 0:
+        print(output[-4000:])
+        return counts, ["the transition tests fail on the unchanged table: nothing measured"]
+    table = dict(job.TRANSITIONS)
+    for source in job.Status:
+        for target in job.Status:
+            counts["mutants"] += 1
+            flipped = table[source] ^ {target}
+            job.TRANSITIONS[source] = flipped
+            try:
+                code, _ = _pytest_quietly(tests)
+            finally:
+                job.TRANSITIONS[source] = table[source]
+            how = "added" if target in flipped else "removed"
+            if code == 1:
+                counts["killed"] += 1
+            elif code == 0:
+                counts["survived"] += 1
+                survivors.append(f"{source.value} -> {target.value} {how}")
+            else:
+                counts["other"] += 1
+                survivors.append(f"{source.value} -> {target.value} {how}  (pytest exit {code})")
+    return counts, survivors
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("modules", nargs="*", metavar="module",
-                        help=f"one of {', '.join(MODULES)} (default: all)")
+                        help=f"one of {', '.join(MODULES)}, transitions (default: all)")
     parser.add_argument("--jobs", type=int, default=2, help="mutants tested at once (default 2)")
     parser.add_argument("--diff", action="store_true", help="print each surviving mutant's diff")
     parser.add_argument("--keep", action="store_true", help="reuse mutants/ (default: start clean)")
     args = parser.parse_args()
-    chosen = args.modules or list(MODULES)
-    unknown = [m for m in chosen if m not in MODULES]
+    chosen = args.modules or [*MODULES, "transitions"]
+    unknown = [m for m in chosen if m not in MODULES and m != "transitions"]
     if unknown:
-        parser.error(f"unknown module {unknown[0]!r}; choose from {', '.join(MODULES)}")
+        parser.error(f"unknown module {unknown[0]!r}; choose from {', '.join(MODULES)}, "
+                     "transitions")
 
     # mutmut puts mutants/ first on sys.path and takes the repository root off it; a
     # PYTHONPATH naming this tree would only confuse the subprocesses the tests start.
@@ -118,6 +173,12 @@ def main() -> int:
     failed = []
     rows = []
     for module in chosen:
+        if module == "transitions":
+            print("$ flipping each edge of TRANSITIONS, running "
+                  f"{' '.join(EDGE_TESTS)}", flush=True)
+            counts, survivors = edge_flips()
+            rows.append(("transitions (edges of TRANSITIONS)", counts, survivors))
+            continue
         path = MODULES[module]
         if not (ROOT / path).exists():
             print(f"{path}: not in this tree, left out")
@@ -141,7 +202,7 @@ def main() -> int:
             print(f"\n{path}: {len(survivors)} not killed")
             for name in survivors:
                 print(f"  {name}")
-                if args.diff:
+                if args.diff and path.endswith(".py"):
                     print("    " + show(name, env).replace("\n", "\n    "))
     if failed:
         print(f"\nmutmut failed for: {', '.join(failed)} (logs in mutants/*.log)")

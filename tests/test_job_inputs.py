@@ -9,6 +9,8 @@ from steps.core.errors import InputError
 from steps.core.job import (
     GENDERS,
     MAX_NAME,
+    Status,
+    new_record,
     parse_age,
     validate_gender,
     validate_job_id,
@@ -119,3 +121,34 @@ def test_other_genders_are_refused_naming_the_choices(gender):
 
 def test_the_genders_are_the_ones_the_texts_select_on():
     assert GENDERS == ("girl", "boy", "unspecified")
+
+
+# ---- the new record the analyze step makes from them ------------------------------------
+
+def test_a_new_record_holds_what_was_typed_trimmed_and_nothing_else():
+    record = new_record("j1", "/books/b", "uploads/j1/photo.jpg", "  Mia  ", " 5 ", "girl")
+    assert record.model_dump(exclude={"created_at", "updated_at"}) == {
+        "job_id": "j1", "book_id": None, "book_uri": "/books/b",
+        "photo_key": "uploads/j1/photo.jpg", "photo_sha256": None, "photo_source": None,
+        "child_name": "Mia", "child_age": 5, "child_gender": "girl", "language": "",
+        "dedication": "", "status": Status.ANALYZING, "status_history": [], "analysis": None,
+        "artifacts": [], "error": None}
+
+
+def test_a_new_record_keeps_the_optional_fields_given():
+    record = new_record("j2", "/b", "uploads/j2/p.jpg", "Ян", 17, "boy",
+                        photo_source="s3://shop/p.jpg", language="uk", dedication="For you")
+    assert (record.photo_source, record.language, record.dedication) == (
+        "s3://shop/p.jpg", "uk", "For you")
+    assert (record.child_name, record.child_age, record.child_gender) == ("Ян", 17, "boy")
+
+
+@pytest.mark.parametrize("age", ["five", "18", -1, ""])
+def test_a_new_record_with_a_bad_age_exists_without_one(age):
+    """The record is made first, so that the refusal can be recorded on it."""
+    assert new_record("j3", "/b", "p", "Mia", age, "girl").child_age is None
+
+
+def test_a_new_record_keeps_a_bad_name_cut_to_200_characters():
+    assert new_record("j4", "/b", "p", " " + "x" * 300, 0, "x").child_name == "x" * 200
+    assert new_record("j4", "/b", "p", 42, 0, "x").child_name == "42"   # type: ignore[arg-type]

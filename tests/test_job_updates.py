@@ -3,6 +3,7 @@ giving up), the webhook on real status changes only, and the record's own helper
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 
@@ -172,6 +173,13 @@ class Busy(LocalStore):
         return False
 
 
+def a_new_dedication():
+    """A change that differs on every attempt: a change that leaves the record as stored (in
+    the same millisecond) would read as the lost-reply case, a write that already happened."""
+    count = itertools.count()
+    return lambda r: setattr(r, "dedication", f"try {next(count)}")
+
+
 def test_updates_give_up_after_the_attempts(tmp_path, monkeypatch):
     monkeypatch.setattr(job.time, "sleep", lambda s: None)
     store = Busy(tmp_path)
@@ -180,7 +188,7 @@ def test_updates_give_up_after_the_attempts(tmp_path, monkeypatch):
         update_job(store, "j1", lambda r: r.move_to(Status.ANALYZING), attempts=3)
     assert store.tries == 1 + 3
     with pytest.raises(RuntimeError, match="gave up after 200 "):
-        update_job(store, "j1", lambda r: None)
+        update_job(store, "j1", a_new_dedication())
     assert store.tries == 1 + 3 + 200
 
 
@@ -191,7 +199,7 @@ def test_the_backoff_between_attempts_grows_and_is_capped(tmp_path, monkeypatch)
     store = Busy(tmp_path)
     create_job(store, new_record())
     with pytest.raises(RuntimeError):
-        update_job(store, "j1", lambda r: None, attempts=12)
+        update_job(store, "j1", a_new_dedication(), attempts=12)
     assert waits == [(0, 0.002), (0, 0.004), (0, 0.008), (0, 0.016), (0, 0.032), (0, 0.064),
                      (0, 0.128), (0, 0.2), (0, 0.2), (0, 0.2), (0, 0.2), (0, 0.2)]
 

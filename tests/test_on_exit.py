@@ -8,11 +8,13 @@ from __future__ import annotations
 import itertools
 import subprocess
 import sys
+from argparse import Namespace
 
 import pytest
 
-from steps.core.job import JobRecord, Status, create_job, read_job, update_job
-from steps.core.store import LocalStore
+from steps import on_exit
+from steps.core.job import JobError, JobRecord, Status, create_job, read_job, update_job
+from steps.core.store import LocalStore, job_key
 from steps.on_exit import decode_failures, first_failure
 from tests.harness.expr import go_quote, workflow_failures
 from tests.helpers import ROOT
@@ -107,3 +109,113 @@ def test_a_step_that_exited_3_leaves_the_job_as_it_marked_or_refused_it(tmp_path
                    check=True)
     record = read_job(store, "j3")
     assert record.status == Status.GENERATION_FAILED and record.error.reason == "exit_1"
+
+
+# ---- the handler's work, in-process --------------------------------------------------------
+
+def job_in(store: LocalStore, status: Status, job_id: str = "j5", error: JobError | None = None):
+    create_job(store, JobRecord(job_id=job_id, book_uri="b", photo_key="p", child_name="Mia",
+                                child_age=5, child_gender="girl", status=status, error=error))
+    return store.read(job_key(job_id))
+
+
+def handle(store: LocalStore, failures: list[dict] | str, status: str = "Failed",
+           job_id: str = "j5") -> None:
+    text = failures if isinstance(failures, str) else workflow_failures(failures)
+    on_exit.work(Namespace(store=store.uri, job_id=job_id, workflow_status=status, failures=text))
+
+
+@pytest.fixture
+def store(tmp_path) -> LocalStore:
+    return LocalStore(tmp_path / "store")
+
+
+@pytest.mark.parametrize("status,failed", [
+    (Status.ANALYZING, Status.ANALYSIS_FAILED), (Status.PREPAY_GENERATING, Status.GENERATION_FAILED),
+    (Status.COMPLETED, Status.GENERATION_FAILED)])
+def test_a_crash_is_recorded_with_step_reason_and_sentence(store, capsys, status, failed):
+    job_in(store, status)
+    handle(store, [RETRY, {**POD, "templateName": "face-swap", "message": "Error (exit code 137)."}])
+    record = read_job(store, "j5")
+    assert record.status is failed
+    assert record.error.model_dump() == {
+        "step": "face_swap", "reason": "exit_137",
+        "message": "Step face_swap failed (Error (exit code 137)); run the job again with the "
+                   "same job id to resume it."}
+    assert capsys.readouterr().err == f"on_exit: job j5 marked failed: {record.error.message}\n"
+
+
+@pytest.mark.parametrize("status,reason", [("Failed", "workflow_failed"), ("Error", "workflow_error")])
+def test_without_a_failed_node_the_workflow_is_blamed(store, status, reason):
+    job_in(store, Status.POSTPAY_GENERATING)
+    handle(store, '"null"', status=status)
+    error = read_job(store, "j5").error
+    assert (error.step, error.reason) == ("workflow", reason)
+    assert error.message == (f"Step workflow failed (the workflow ended {status}); run the job "
+                             "again with the same job id to resume it.")
+
+
+def test_a_message_without_an_exit_code_is_kept_as_the_detail(store):
+    job_in(store, Status.PREPAY_GENERATING)
+    handle(store, [{**POD, "message": "  Pod was evicted.  "}])
+    error = read_job(store, "j5").error
+    assert (error.step, error.reason) == ("backgrounds", "workflow_failed")
+    assert error.message.startswith("Step backgrounds failed (Pod was evicted); run the job")
+
+
+def test_success_leaves_the_job_alone(store):
+    before = job_in(store, Status.PREPAY_GENERATING)
+    handle(store, [POD], status="Succeeded")
+    assert store.read(job_key("j5")) == before
+
+
+@pytest.mark.parametrize("job_id", ["", "../j5", "a b"])
+def test_a_job_id_that_is_no_job_id_is_never_looked_up(store, capsys, job_id):
+    job_in(store, Status.PREPAY_GENERATING, job_id="j5")
+    handle(store, [POD], job_id=job_id)
+    assert capsys.readouterr().err == ""            # not even "no job record"
+    assert read_job(store, "j5").error is None
+
+
+def test_a_job_without_a_record_is_reported_not_created(store, capsys):
+    handle(store, [POD], job_id="ghost")
+    assert capsys.readouterr().err == "on_exit: no job record for ghost; nothing to mark\n"
+    assert not store.exists(job_key("ghost"))
+
+
+def test_a_job_its_step_already_marked_keeps_that_reason(store, capsys):
+    own = JobError(step="plan", reason="bad_manifest", message="book.yaml is broken.")
+    before = job_in(store, Status.GENERATION_FAILED, error=own)
+    handle(store, [POD])
+    assert store.read(job_key("j5")) == before
+    assert capsys.readouterr().err == "on_exit: job already generation_failed: book.yaml is broken.\n"
+
+
+def test_a_failed_status_without_an_error_is_still_explained(store):
+    job_in(store, Status.GENERATION_FAILED)
+    handle(store, [POD])
+    assert read_job(store, "j5").error.reason == "exit_137"
+
+
+def test_exit_3_leaves_the_status_and_says_so(store, capsys):
+    before = job_in(store, Status.PREPAY_READY)
+    handle(store, [{**POD, "templateName": "plan", "message": "Error (exit code 3)"}])
+    assert store.read(job_key("j5")) == before
+    assert capsys.readouterr().err == ("on_exit: step plan exited 3 (bad input); the job stays "
+                                       "prepay_ready\n")
+    handle(store, [{**POD, "message": "Error (exit code 31)"}])   # 31 is not 3
+    assert read_job(store, "j5").error.reason == "exit_31"
+
+
+def test_the_program_takes_the_arguments_argo_passes(store, monkeypatch):
+    job_in(store, Status.PREPAY_GENERATING)
+    argv = ["on_exit", "--store", store.uri, "--job-id", "j5", "--workflow-status", "Failed"]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as done:
+        on_exit.main()
+    assert done.value.code == 0
+    assert read_job(store, "j5").error.reason == "workflow_failed"   # --failures may be left out
+    monkeypatch.setattr(sys, "argv", argv[:-2])
+    with pytest.raises(SystemExit) as refused:
+        on_exit.main()
+    assert refused.value.code == 2                                   # --workflow-status is required
