@@ -170,7 +170,6 @@ class LocalEngine:
 
     def _run_chunks(self, chain: list[Step], chunks: list[str], values: dict[str, str],
                     scratch: Path) -> None:
-
         def one_chunk(pages: str) -> None:
             chunk_values = {**values, "pages": pages}
             early = None

@@ -100,6 +100,14 @@ def show(name: str, env: dict[str, str]) -> str:
     return done.stdout
 
 
+def mutmut_pytest_args() -> list[str]:
+    """The pytest arguments mutmut runs the tests with (pyproject.toml), for the edge flips."""
+    import tomllib
+
+    settings = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mutmut"]
+    return list(settings["pytest_add_cli_args"])
+
+
 def _pytest_quietly(args: list[str]) -> tuple[int, str]:
     """Pytest's exit code and what it printed."""
     import contextlib
@@ -109,8 +117,7 @@ def _pytest_quietly(args: list[str]) -> tuple[int, str]:
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-        code = pytest.main([*args, "-q", "-x", "-p", "no:cacheprovider", "-p", "no:xdist",
-                            "-m", "not slow", "-k", "not concurrent_updates"])
+        code = pytest.main([*args, "-q", "-x", *mutmut_pytest_args()])
     return int(code), out.getvalue()
 
 
