@@ -1,6 +1,7 @@
 """The book manifest's rules on both sides of each edge (everything but the texts): page sizes and
 pixels, page numbers, prepay pages, face slots, boxes against the page edges, the size and
-syntax of book.yaml, where book files may live, and how book files are fetched.
+syntax of book.yaml, and where book files may live (tests/test_sources.py: how they are
+fetched).
 
 The test book (tests/helpers.make_book) is 900x600 with four pages; page 1 has a face slot and
 a text box, page 2 a text box."""
@@ -8,20 +9,14 @@ a text box, page 2 a text box."""
 from __future__ import annotations
 
 import shutil
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import yaml
 from pydantic import ValidationError
 
-from steps.core import sources
 from steps.core.errors import InputError
 from steps.core.manifest import FaceSlot, Output, load_book
-from steps.core.sources import fetch
-from steps.core.store import LocalStore, StoreError
 from tests.helpers import make_book
 
 
@@ -346,137 +341,3 @@ def test_fetch_reads_relative_files_from_the_book(book):
     loaded = load_book(str(book))
     assert loaded.read("pages/p2.png") == (book / "pages/p2.png").read_bytes()
     assert loaded.uri == str(book) and loaded.files.uri == str(book)
-
-
-@pytest.mark.parametrize("ref", ["pages/nope.png", "../book.yaml", "/etc/passwd"])
-def test_fetch_of_a_missing_or_outside_file(book, ref):
-    with pytest.raises(InputError) as e:
-        fetch(ref, LocalStore(book))
-    assert e.value.reason == "missing_file"
-    assert e.value.message == (f"Book file {ref!r} does not exist in the book; add it or fix the "
-                               "manifest.")
-
-
-@pytest.mark.parametrize("ref", ["gopher://x/p.png", "ftp://x/p.png"])
-def test_fetch_refuses_other_addresses(book, ref):
-    with pytest.raises(InputError) as e:
-        fetch(ref, LocalStore(book))
-    assert e.value.reason == "bad_manifest"
-    assert e.value.message == f"Book file {ref!r} must be a relative path, s3:// or https:// address."
-
-
-def test_fetch_from_s3(bucket, tmp_path):
-    import boto3
-
-    s3 = boto3.client("s3")
-    s3.put_object(Bucket=bucket, Key="top.png", Body=b"at the root")
-    s3.put_object(Bucket=bucket, Key="deep/er/p.png", Body=b"deep")
-    s3.put_object(Bucket=bucket, Key="fonts/BOX", Body=b"a name ending in X")
-    book_files = LocalStore(tmp_path)
-    assert fetch(f"s3://{bucket}/top.png", book_files) == b"at the root"
-    assert fetch(f"s3://{bucket}/deep/er/p.png", book_files) == b"deep"
-    assert fetch(f"s3://{bucket}/fonts/BOX", book_files) == b"a name ending in X"
-    with pytest.raises(InputError) as e:
-        fetch(f"s3://{bucket}/deep/none.png", book_files)
-    assert e.value.reason == "missing_file"
-    assert e.value.message == (f"Book file s3://{bucket}/deep/none.png does not exist; upload it or "
-                               "fix the manifest.")
-
-
-class Files:
-    """A loopback HTTP server: ``/ok`` answers ``body``, ``/<code>`` answers that status,
-    ``/stall`` promises ten times ``body`` but sends it once and then nothing for 5 s."""
-
-    def __init__(self, body: bytes):
-        files = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *_):
-                pass
-
-            def do_GET(self):
-                if self.path == "/stall":
-                    self.send_response(200)
-                    self.send_header("Content-Length", str(10 * len(files.body)))
-                    self.end_headers()
-                    self.wfile.write(files.body)
-                    self.wfile.flush()
-                    time.sleep(5)
-                    return
-                code = 200 if self.path == "/ok" else int(self.path.strip("/"))
-                payload = files.body if code == 200 else b"no"
-                self.send_response(code)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-        self.body = body
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
-LIMIT = 2 * 2**20
-
-
-@pytest.fixture
-def files(monkeypatch):
-    monkeypatch.setattr(sources, "MAX_DOWNLOAD", LIMIT)
-    monkeypatch.setattr(sources, "DOWNLOAD_TIMEOUT_S", 1)
-    server = Files(b"x" * LIMIT)
-    yield server
-    server.close()
-
-
-def test_a_download_up_to_the_limit_is_read(files):
-    assert sources._download(files.url + "/ok") == b"x" * LIMIT
-
-
-@pytest.mark.parametrize("path", ["/ok", "/stall"])
-def test_a_download_over_the_limit_is_refused_without_reading_on(files, path):
-    files.body = b"x" * (LIMIT + 1)
-    with pytest.raises(InputError) as e:
-        sources._download(files.url + path)
-    assert e.value.reason == "image_too_large"   # /stall: read one byte past the limit, no further
-    assert e.value.message == f"Book file {files.url}{path} is larger than 2 MiB; use a smaller file."
-
-
-def test_a_stalled_download_times_out(files):
-    files.body = b"x" * 10
-    with pytest.raises(InputError) as e:
-        sources._download(files.url + "/stall")
-    assert e.value.reason == "unreachable_file"
-    assert e.value.message == (f"Book file {files.url}/stall could not be fetched (timed out); check "
-                               "the address or host the file with the book.")
-
-
-@pytest.mark.parametrize("code", [404, 403, 410, 600])
-def test_a_download_refused_by_the_server_is_a_missing_file(files, code):
-    with pytest.raises(InputError) as e:
-        sources._download(f"{files.url}/{code}")
-    assert e.value.reason == "missing_file"
-    assert e.value.message == f"Book file {files.url}/{code} answered HTTP {code}; check the address."
-
-
-@pytest.mark.parametrize("code", [500, 503, 599])
-def test_a_download_failing_on_the_server_is_transient(files, code):
-    with pytest.raises(StoreError, match=f"^{files.url}/{code} answered {code}$"):
-        sources._download(f"{files.url}/{code}")
-
-
-def test_an_unreachable_address_is_its_own_reason(tmp_path):
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    url = f"https://127.0.0.1:{port}/p.png"
-    with pytest.raises(InputError) as e:
-        fetch(url, LocalStore(tmp_path))                # https:// goes to the download
-    assert e.value.reason == "unreachable_file"
-    assert e.value.message == (f"Book file {url} could not be fetched ([Errno 111] Connection "
-                               "refused); check the address or host the file with the book.")

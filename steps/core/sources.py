@@ -20,10 +20,9 @@ def fetch(ref: str, book_files: Store) -> bytes:
     """Bytes of a book file: a path relative to the book, ``s3://bucket/key`` or ``https://…``."""
     if ref.startswith("s3://"):
         bucket, key = split_s3_uri(ref)
-        parent, _, name = key.rstrip("/").rpartition("/")
         try:
-            return open_store(f"s3://{bucket}/{parent}").read(name)
-        except FileNotFoundError:
+            return open_store(f"s3://{bucket}").read(key.rstrip("/"))
+        except (FileNotFoundError, ValueError):
             raise InputError("missing_file", f"Book file {ref} does not exist; "
                                              "upload it or fix the manifest.") from None
     if ref.startswith("https://"):
@@ -44,21 +43,27 @@ def fetch(ref: str, book_files: Store) -> bytes:
 def http_allowed(url: str) -> bool:
     """Plain ``http://`` only to the hosts the operator lists in ``BOOKJOB_ALLOW_HTTP_HOSTS``
     (``host[:port]``, comma-separated; an entry without a port means port 80)."""
-    from urllib.parse import urlsplit
-
-
     try:
-        parts = urlsplit(url)
-        host, port = (parts.hostname or "").lower(), parts.port or 80
-    except ValueError:
+        return _host_and_port(url) in _listed_hosts()
+    except ValueError:       # no host, or a port that is not a number from 0 to 65535
         return False
-    allowed = set()
+
+
+def _host_and_port(address: str) -> tuple[str, int]:
+    parts = urllib.parse.urlsplit(address)
+    if not parts.hostname:
+        raise ValueError(f"{address!r} names no host")
+    return parts.hostname, parts.port or 80       # hostname: lower case, IPv6 without brackets
+
+
+def _listed_hosts() -> set[tuple[str, int]]:
+    listed = set()
     for entry in settings().allow_http_hosts.split(","):
-        name, _, number = entry.strip().lower().rpartition(":") if ":" in entry else (
-            entry.strip().lower(), "", "80")
-        if name and number.isdigit():
-            allowed.add((name.strip("[]"), int(number)))
-    return bool(host) and (host, port) in allowed
+        try:
+            listed.add(_host_and_port("//" + entry.strip()))
+        except ValueError:
+            continue         # an empty or broken entry lists nothing
+    return listed
 
 
 def check_http(url: str, what: str) -> None:
