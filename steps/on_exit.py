@@ -9,9 +9,12 @@ else (a crash, an exhausted retry, a deadline) becomes ``analysis_failed`` or
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import sys
+import warnings
+from pathlib import Path
 
 from steps import runner
 from steps.core.job import JOB_ID, JobNotFound, Status, mark_failed, read_job
@@ -29,39 +32,25 @@ def decode_failures(text: str) -> list[dict]:
     parameter substitution"), so the argument is a quoted string literal holding JSON; no
     failures is ``"null"``. On v3.7+ an over-long argument may arrive as ``@<file>``, the file
     holding it (``cmd/argoexec/commands/emissary.go``). Anything else gives an empty list."""
-    value = (text or "").strip()
-    if value.startswith("@"):
-        try:
-            with open(value[1:], encoding="utf-8") as f:
-                value = f.read().strip()
-        except OSError:
-            return []
-    for _ in range(3):  # unquote until a list appears (quoted once, or not at all)
-        if not isinstance(value, str):
-            break
-        try:
-            value = json.loads(_go_unquote(value))
-        except (json.JSONDecodeError, ValueError, RecursionError):
-            return []
-    if not isinstance(value, list):
+    value = text.strip()
+    try:
+        if value.startswith("@"):
+            value = Path(value[1:]).read_bytes().decode().strip()
+        if value.startswith('"'):
+            value = _go_unquote(value)
+        nodes = json.loads(value)             # TypeError: the literal held no string
+    except (OSError, ValueError, TypeError, SyntaxError, RecursionError, MemoryError):
         return []
-    return [n for n in value if isinstance(n, dict)]
+    return [n for n in nodes if isinstance(n, dict)] if isinstance(nodes, list) else []
 
 
-_GO_ESCAPE = re.compile(r"\\(x[0-9a-fA-F]{2}|[av]|.)", re.S)
-
-
-def _go_unquote(text: str) -> str:
-    r"""Go's strconv.Quote escapes JSON lacks (\\a, \\v, \\xNN) made JSON-readable."""
-    if not text.startswith('"'):
-        return text
-
-    def fix(match: re.Match) -> str:
-        esc = match.group(1)
-        if esc[0] == "x" and len(esc) == 3:
-            return "\\u00" + esc[1:]
-        return {"a": "\\u0007", "v": "\\u000b"}.get(esc, match.group(0))
-    return _GO_ESCAPE.sub(fix, text)
+def _go_unquote(literal: str) -> object:
+    r"""What a ``strconv.Quote`` literal holds. Its escapes (\a \b \f \n \r \t \v \\ \"
+    \xNN \uNNNN \UNNNNNNNN, ``strconv/quote.go`` appendEscapedRune) are a subset of Python's,
+    so Python's literal parser reads it (and anything else that is not a literal is refused)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")      # an unknown escape (\q) warns, then stays as is
+        return ast.literal_eval(literal)
 
 
 EXIT_CODE = re.compile(r"exit code (\d+)")
@@ -81,15 +70,14 @@ def first_failure(failures: str) -> dict:
     Nodes come in random order and include the DAG, Retry and workflow nodes above the pod, so
     neither order nor type is relied on."""
     nodes = [n for n in decode_failures(failures) if isinstance(n.get("templateName"), str)
-             and n.get("templateName")]
+             and n["templateName"] and str(n.get("message") or "").strip()]
 
     def rank(node: dict) -> tuple:
-        message = str(node.get("message") or "").strip()
-        kind = 0 if EXIT_CODE.search(message) else 1 if message and not SUMMARIES.match(message) \
-            else 2 if message else 3
-        return kind, str(node.get("finishedAt") or "9999")
-    ranked = sorted(nodes, key=rank)
-    return ranked[0] if ranked and rank(ranked[0])[0] < 3 else {}
+        message = str(node["message"]).strip()
+        kind = 0 if EXIT_CODE.search(message) else 2 if SUMMARIES.match(message) else 1
+        finished = str(node.get("finishedAt") or "")
+        return kind, not finished, finished          # unfinished last
+    return min(nodes, key=rank, default={})
 
 
 def work(args) -> None:

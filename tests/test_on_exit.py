@@ -6,6 +6,8 @@ marks the job with the failing step and its exit code — never crashing on odd 
 from __future__ import annotations
 
 import itertools
+import os
+import signal
 import subprocess
 import sys
 from argparse import Namespace
@@ -49,7 +51,30 @@ def test_v4_messages_and_messages_without_an_exit_code():
     assert first_failure(workflow_failures([DAG])) == {}   # only nodes that say nothing
 
 
+def test_an_exit_code_outranks_an_earlier_message_and_a_message_a_summary():
+    evicted = {**POD, "displayName": "render(0)", "message": "The node was low on memory.",
+               "finishedAt": "2026-01-01T10:00:00Z"}
+    assert first_failure(workflow_failures([evicted, POD])) == POD
+    early_summary = {**RETRY, "finishedAt": "2026-01-01T09:00:00Z"}
+    assert first_failure(workflow_failures([early_summary, evicted])) == evicted
+    assert first_failure(workflow_failures([DAG, early_summary])) == early_summary  # better than none
+
+
+def test_a_node_that_never_finished_comes_after_those_that_did():
+    unfinished = {**POD, "displayName": "backgrounds(1)", "finishedAt": None}
+    assert first_failure(workflow_failures([unfinished, POD]))["displayName"] == "backgrounds(2)"
+    assert first_failure(workflow_failures([unfinished])) == unfinished
+
+
+@pytest.mark.parametrize("name", ["", None, 5, ["backgrounds"]])
+def test_a_node_without_a_template_name_is_passed_over(name):
+    odd = {**EARLIER, "templateName": name}
+    assert first_failure(workflow_failures([odd, POD])) == POD
+    assert first_failure(workflow_failures([odd])) == {}
+
+
 @pytest.mark.parametrize("text", ["", '"null"', "null", "garbage", '"[1, 2]"', '"{}"', "[",
+                                  '"[]", "[]"', '"a" "b"', '"[{}]" + 1', '"[{}]',
                                   '"\\q"', "@/no/such/file", go_quote('[{"message": 5}]'),
                                   '"\\xff"', "[" * 5000 + "]" * 5000])
 def test_odd_input_gives_no_failure(text):
@@ -64,8 +89,14 @@ def test_the_forms_the_argument_may_take(tmp_path):
     held = tmp_path / "args"                                     # v3.7+: @file for long args
     held.write_text(quoted)
     assert decode_failures(f"@{held}") == [POD]
-    odd = {**POD, "message": "Error (exit code 1): bad\x07\x00 \u200b"}  # \a, \x00, \u200b
-    assert decode_failures(workflow_failures([odd])) == [odd]
+    odd = {**POD, "message": "Error (exit code 1): bad\x07\x0b\x00\x7f \u200b \U000e0001"}
+    quoted = workflow_failures([odd])
+    # json.Marshal writes the control characters as \u0007 (a backslash Quote doubles); Quote
+    # itself writes DEL, U+200B and U+E0001 as \x7f, \u200b and \U000e0001
+    for escape in ("\\\\u0007", "\\\\u000b", "\\\\u0000", "\\x7f", "\\u200b",
+                   "\\U000e0001"):
+        assert escape in quoted
+    assert decode_failures(quoted) == [odd]
 
 
 def test_on_exit_marks_the_job_with_step_and_exit_code(tmp_path):
@@ -219,3 +250,39 @@ def test_the_program_takes_the_arguments_argo_passes(store, monkeypatch):
     with pytest.raises(SystemExit) as refused:
         on_exit.main()
     assert refused.value.code == 2                                   # --workflow-status is required
+
+
+def test_only_a_summary_still_names_the_step(store):
+    job_in(store, Status.PREPAY_GENERATING)
+    handle(store, [RETRY, DAG])
+    error = read_job(store, "j5").error
+    assert (error.step, error.reason) == ("backgrounds", "workflow_failed")
+    assert error.message.startswith("Step backgrounds failed (No more retries left); run the")
+
+
+def test_the_program_says_what_it_takes(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["on_exit", "--help"])
+    with pytest.raises(SystemExit) as done:
+        on_exit.main()
+    assert done.value.code == 0
+    shown = capsys.readouterr().out
+    assert shown.startswith("usage: python -m steps.on_exit ")
+    words = " ".join(shown.split())                           # argparse wraps the lines
+    assert on_exit.__doc__.splitlines()[0] in words
+    for text in ("--workflow-status WORKFLOW_STATUS Succeeded, Failed or Error",
+                 "--failures FAILURES {{workflow.failures}}: JSON list of failed nodes"):
+        assert text in words
+
+
+def test_killed_while_marking_the_job_it_leaves_the_record_whole(store):
+    """The handler is a step like the others: the fault points arm for ``on_exit``."""
+    before = job_in(store, Status.PREPAY_GENERATING)
+    args = [sys.executable, "-m", "steps.on_exit", "--store", store.uri, "--job-id", "j5",
+            "--workflow-status", "Failed", "--failures", workflow_failures([POD])]
+    env = {**os.environ, "BOOKJOB_KILL": "on_exit:update"}
+    killed = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, env=env)
+    assert killed.returncode == -signal.SIGKILL
+    assert store.read(job_key("j5")) == before
+    env["BOOKJOB_KILL"] = "plan:update"                      # another step's fault: not armed
+    subprocess.run(args, capture_output=True, text=True, cwd=ROOT, env=env, check=True)
+    assert read_job(store, "j5").error.reason == "exit_137"
