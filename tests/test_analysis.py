@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from steps.core.analysis import Analysis, prompt_for
+from steps.core.analysis import Analysis, GenerationRetry, child_prompt, prompt_for, prompt_gender
 
 
 @pytest.mark.parametrize("gender,who", [("girl", "girl"), ("boy", "boy"), ("unspecified", "child"),
@@ -14,11 +14,41 @@ def test_the_common_prompt(gender, who):
         f"child portrait, {who}, dark brown hair, curly hairstyle, high quality")
 
 
+OLDER = {"source": "heuristic", "skin_tone": "light", "hair_color": "brown", "hair_style": "wavy",
+         "eye_color": "blue", "photo_size": [640, 480], "face_box": [100, 80, 200, 220],
+         "left_eye": [160.5, 170.0], "right_eye": [240.0, 171.5]}
+
+
+@pytest.mark.parametrize("parent,model,word", [
+    ("girl", "boy", "girl"), ("boy", "girl", "boy"),          # the parent's choice wins
+    ("unspecified", "girl", "girl"), ("", "boy", "boy"),      # else what the model saw
+    ("unspecified", None, "child"), ("unspecified", "unclear", "child"), ("Boy", "GIRL", "child"),
+])
+def test_the_prompt_takes_the_parents_gender_then_the_models(parent, model, word):
+    assert prompt_gender(parent, model) == word
+    analysis = Analysis.model_validate({**OLDER, "gender": parent, "model_gender": model,
+                                        "hair_color": "red", "hair_style": "curly"})
+    assert child_prompt(analysis) == (f"child portrait, {word}, red hair, curly hairstyle, "
+                                      "high quality")
+
+
+def test_a_regeneration_starts_from_nothing():
+    assert GenerationRetry().model_dump() == {"randomize_seed": False, "count": 0, "seeds": {},
+                                              "pages": []}
+    first, second = Analysis.model_validate(OLDER), Analysis.model_validate(OLDER)
+    first.generation_retry.pages.append(2)
+    first.warnings.append("blurry")
+    assert second.generation_retry.pages == [] and second.warnings == []   # nothing shared
+
+
 def test_eyes_and_keys_of_older_records():
-    analysis = Analysis.model_validate({
-        "source": "heuristic", "skin_tone": "light", "hair_color": "brown", "hair_style": "wavy",
-        "eye_color": "blue", "photo_size": [640, 480], "face_box": [100, 80, 200, 220],
-        "left_eye": [160.5, 170.0], "right_eye": [240.0, 171.5], "old_key": "ignored"})
+    analysis = Analysis.model_validate({**OLDER, "old_key": "ignored",
+                                        "generation_retry": {"count": 2, "old": 1}})
     assert analysis.eyes == ((160.5, 170.0), (240.0, 171.5))
     assert not hasattr(analysis, "old_key")
     assert (analysis.gender, analysis.face_detected, analysis.faces_found) == ("unspecified", True, 1)
+    assert (analysis.eyes_detected, analysis.skin_rgb, analysis.prompt) == (True, "", "")
+    assert (analysis.analyzer_model, analysis.measured, analysis.model_gender) == (None, None, None)
+    assert analysis.generation_retry.count == 2 and not hasattr(analysis.generation_retry, "old")
+    measured = Analysis.model_validate({**OLDER, "measured": {**OLDER, "old": 1}}).measured
+    assert measured is not None and measured.hair_color == "brown" and not hasattr(measured, "old")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -12,6 +14,7 @@ from steps.core import faults
 from steps.core.store import (
     LocalStore,
     S3Store,
+    _alive,
     analysis_key,
     book_key,
     job_key,
@@ -161,7 +164,11 @@ def test_the_compare_and_swap_lock_sits_beside_the_record(tmp_path):
     assert sorted(os.listdir(tmp_path / "jobs/j")) == [".job.json.lock", "job.json"]
 
 
-@pytest.mark.parametrize("key", ["../etc/passwd", "/abs", "a/../../b", "", "..", "a/.."])
+UNSAFE = ["../etc/passwd", "/abs", "a/../../b", "", "..", "a/..", ".", "./a", "a/./b", "a//b",
+          "a/", "/"]
+
+
+@pytest.mark.parametrize("key", UNSAFE)
 def test_unsafe_keys_are_refused_everywhere(tmp_path, key):
     store = LocalStore(tmp_path / "store")
     for use in (store.read, store.exists, lambda k: store.write(k, b"x"),
@@ -169,3 +176,54 @@ def test_unsafe_keys_are_refused_everywhere(tmp_path, key):
         with pytest.raises(ValueError, match="unsafe store key"):
             use(key)
     assert not (tmp_path / "store").exists() or not any((tmp_path / "store").iterdir())
+
+
+@pytest.mark.parametrize("key", UNSAFE)
+def test_unsafe_keys_are_refused_on_s3_alike(bucket, key):
+    """S3 would take "a//b" and "a/./b" as keys of their own; the local store would fold them
+    into "a/b": both refuse them, so a key means the same object in both."""
+    import boto3
+
+    store = S3Store(f"s3://{bucket}/p")
+    for use in (store.read, store.exists, lambda k: store.write(k, b"x"),
+                lambda k: store.write_if(k, b"x", None), store.read_versioned):
+        with pytest.raises(ValueError, match="unsafe store key"):
+            use(key)
+    assert boto3.client("s3").list_objects_v2(Bucket=bucket).get("KeyCount") == 0
+
+
+@pytest.mark.parametrize("key", [".hidden", "a/.b", "a..b", "...", "a/b.c/d", "Ünïcode/ключ"])
+def test_keys_with_dots_inside_a_part_are_keys(tmp_path, key):
+    store = LocalStore(tmp_path)
+    store.write(key, b"x")
+    assert store.read(key) == b"x" and store.path(key) == tmp_path / key
+
+
+def dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_the_first_write_of_a_store_removes_the_orphans_of_dead_writers(tmp_path):
+    scratch = tmp_path / LocalStore.TMP
+    scratch.mkdir()
+    dead, alive = dead_pid(), os.getpid()
+    names = [f"{dead}-a.tmp", f"{alive}-b.tmp", "1-c.tmp", "notes-d.tmp", "e.tmp", f"x{dead}-f.tmp"]
+    for name in names:
+        (scratch / name).write_bytes(b"half")
+    store = LocalStore(tmp_path)
+    assert sorted(os.listdir(scratch)) == sorted(names)    # a store alone touches nothing
+    store.write("a.png", b"x")
+    # pid 1 is alive (whether this process may signal it or not); other names are not ours
+    assert sorted(os.listdir(scratch)) == sorted(names[1:])
+    (scratch / f"{dead}-g.tmp").write_bytes(b"half")
+    store.write("b.png", b"x")                              # once per store: not again
+    assert f"{dead}-g.tmp" in os.listdir(scratch)
+    LocalStore(tmp_path).write("c.png", b"x")               # a new store (a new step) sweeps
+    assert f"{dead}-g.tmp" not in os.listdir(scratch)
+
+
+def test_a_process_is_alive_until_it_is_gone():
+    assert _alive(os.getpid()) and _alive(1)
+    assert not _alive(dead_pid())

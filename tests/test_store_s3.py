@@ -42,6 +42,13 @@ def test_split_s3_uri(uri, bucket, prefix):
     assert split_s3_uri(uri) == (bucket, prefix)
 
 
+@pytest.mark.parametrize("uri,canonical", [
+    ("s3://b", "s3://b"), ("s3://b/", "s3://b"), ("s3://b/books/BOX", "s3://b/books/BOX"),
+    ("s3://b/books/BOX/", "s3://b/books/BOX"), ("s3://b//p//", "s3://b/p")])
+def test_a_store_is_named_by_its_bucket_and_prefix(uri, canonical):
+    assert S3Store(uri, client=object()).uri == canonical
+
+
 @pytest.mark.parametrize("uri", ["s3://", "s3:///prefix"])
 def test_a_uri_without_a_bucket_is_refused(uri):
     with pytest.raises(ValueError, match=f"^{uri!r} names no bucket; use s3://bucket/prefix$"):

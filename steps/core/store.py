@@ -67,8 +67,8 @@ class StoreError(TransientError):
 
 
 def _check_key(key: str) -> str:
-    parts = PurePosixPath(key).parts
-    if not key or key.startswith("/") or any(p in ("..", ".") for p in parts):
+    # Split by hand: PurePosixPath folds "a/./b" and "a//b" into "a/b", which S3 keeps apart.
+    if any(part in ("", ".", "..") for part in key.split("/")):
         raise ValueError(f"unsafe store key {key!r}")
     return key
 
@@ -102,7 +102,7 @@ class Store(ABC):
         """Write only if the object is still at ``version`` (None: only if absent); False if not."""
 
     def read_text(self, key: str) -> str:
-        return self.read(key).decode("utf-8")
+        return self.read(key).decode()             # UTF-8
 
 
 # ---- a local folder ---------------------------------------------------------------------
@@ -131,7 +131,7 @@ class LocalStore(Store):
 
     def _scratch(self) -> Path:
         scratch = self.root / self.TMP
-        scratch.mkdir(parents=True, exist_ok=True)
+        scratch.mkdir(exist_ok=True)                # write() has made the root
         if not self._swept:
             self._swept = True
             for orphan in scratch.iterdir():
@@ -232,7 +232,7 @@ class S3Store(Store):
         self.bucket, self.prefix = split_s3_uri(uri)
         if not self.bucket:
             raise ValueError(f"{uri!r} names no bucket; use s3://bucket/prefix")
-        self.uri = uri.rstrip("/")
+        self.uri = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
         self.client = client or _s3_client()
 
     def _key(self, key: str) -> str:
