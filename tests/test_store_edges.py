@@ -209,14 +209,15 @@ def test_the_first_write_of_a_store_removes_the_orphans_of_dead_writers(tmp_path
     scratch = tmp_path / LocalStore.TMP
     scratch.mkdir()
     dead, alive = dead_pid(), os.getpid()
-    names = [f"{dead}-a.tmp", f"{alive}-b.tmp", "1-c.tmp", "notes-d.tmp", "e.tmp", f"x{dead}-f.tmp"]
+    names = [f"{dead}-a.tmp", f"{dead}-b-c.tmp", f"{alive}-d.tmp", "1-e.tmp", "notes-f.tmp", "g.tmp",
+             f"x{dead}-h.tmp"]
     for name in names:
         (scratch / name).write_bytes(b"half")
     store = LocalStore(tmp_path)
     assert sorted(os.listdir(scratch)) == sorted(names)    # a store alone touches nothing
     store.write("a.png", b"x")
     # pid 1 is alive (whether this process may signal it or not); other names are not ours
-    assert sorted(os.listdir(scratch)) == sorted(names[1:])
+    assert sorted(os.listdir(scratch)) == sorted(names[2:])
     (scratch / f"{dead}-g.tmp").write_bytes(b"half")
     store.write("b.png", b"x")                              # once per store: not again
     assert f"{dead}-g.tmp" in os.listdir(scratch)
@@ -225,5 +226,22 @@ def test_the_first_write_of_a_store_removes_the_orphans_of_dead_writers(tmp_path
 
 
 def test_a_process_is_alive_until_it_is_gone():
-    assert _alive(os.getpid()) and _alive(1)
+    with subprocess.Popen(["sleep", "30"]) as child:
+        assert _alive(child.pid) and _alive(1)
+        assert child.poll() is None                     # asked, not signalled
+        child.kill()
     assert not _alive(dead_pid())
+
+
+def test_a_process_this_one_may_not_signal_is_alive():
+    child = os.fork()
+    if child == 0:                                      # as nobody, pid 1 answers EPERM
+        code = 2
+        try:
+            if os.getuid() == 0:
+                os.setuid(65534)
+            code = 0 if _alive(1) else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
