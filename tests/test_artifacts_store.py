@@ -96,6 +96,12 @@ def test_export_copies_outputs_by_file_name(store, tmp_path):
     artifacts.export(str(out), made, store)
     assert sorted(p.name for p in out.iterdir()) == ["page_01.png", "preview.pdf"]
     assert (out / "page_01.png").read_bytes() == b"one" and (out / "preview.pdf").read_bytes() == b"pdf"
+    # a second export (the other chunk of a stage, a re-run) into the same folder adds to it
+    store.write("layout/j/pages/page_01.png", b"one again")
+    artifacts.export(str(out), [*made, artifacts.put(store, "layout/j/pages/page_02.png", b"two",
+                                                     "page_png", 2)], store)
+    assert sorted(p.name for p in out.iterdir()) == ["page_01.png", "page_02.png", "preview.pdf"]
+    assert (out / "page_01.png").read_bytes() == b"one again"
 
 
 def test_no_export_folder_means_no_export(store, tmp_path, monkeypatch):

@@ -41,7 +41,35 @@ def test_demo_book_has_two_editions():
     assert book.edition(None) == "en" and book.edition("uk") == "uk"
     with pytest.raises(InputError) as e:
         book.edition("de")
-    assert e.value.reason == "bad_language" and "en, uk" in e.value.message
+    assert e.value.reason == "bad_language"
+    assert e.value.message == ("Book forest-friends has no 'de' edition; use one of its languages: "
+                               "en, uk.")
+    with pytest.raises(InputError) as e:
+        book.edition("x" * 20 + "yz")                     # a language is named cut short
+    assert e.value.message.startswith(f"Book forest-friends has no {'x' * 20!r} edition; ")
+
+
+def test_a_layer_is_drawn_with_its_font_then_the_fallbacks_once_each(book):
+    data = yaml.safe_load((book / "book.yaml").read_text())
+    data["fonts"] += [{**data["fonts"][0], "family": family} for family in ("Noto", "Emoji")]
+    data["fallback_fonts"] = ["Emoji", "Andika", "Noto"]
+    (book / "book.yaml").write_text(yaml.safe_dump(data))
+    loaded = load_book(str(book)).book
+    assert loaded.font_chain(loaded.page(1).text_layers[0]) == ["Andika", "Emoji", "Noto"]
+
+
+def test_messages_left_unchecked_are_reported_later_in_every_language(book):
+    """The proof sheet loads a book with check_messages=False and lists every problem."""
+    data = yaml.safe_load((book / "book.yaml").read_text())
+    data["languages"] = ["en", "uk"]
+    _layer(data)["text"] = {"uk": "{child_age, plural, one {# рік} other {# років}}"}
+    (book / "book.yaml").write_text(yaml.safe_dump(data, allow_unicode=True))
+    with pytest.raises(InputError):
+        load_book(str(book))
+    assert load_book(str(book), check_messages=False).book.message_problems() == [
+        ("page 1, text layer 1", "no text in en; add en: … to its text"),
+        ("page 1, text layer 1 (uk)", "the plural on {child_age} lacks the uk categories few, "
+                                      "many; add them (the uk categories are few, many, one, other)")]
 
 
 def _break(book, change) -> str:
@@ -77,12 +105,19 @@ BROKEN = {
     "numbered argument": (lambda d: _layer(d).update(text="Hi {0}"), "unknown variable {0}"),
     "language missing from a layer": (lambda d: (d.update(languages=["en", "uk"]), _layer(d).update(
         text={"en": "Hi {child_name}"})), "page 1, text layer 1: no text in uk"),
+    "languages missing from a layer": (lambda d: (d.update(languages=["en", "uk", "de"]), _layer(d).update(
+        text={"en": "Hi"})), "book.yaml: page 1, text layer 1: no text in uk, de; add uk: … to its text."),
     "layer in a language the book lacks": (lambda d: _layer(d).update(
         text={"en": "Hi", "de": "Hallo"}), "de, which is not among"),
+    "layer in languages the book lacks": (lambda d: _layer(d).update(
+        text={"en": "Hi", "de": "Hallo", "fr": "Salut"}),
+        "book.yaml: page 1, text layer 1: text in de, fr, which is not among the book's languages; "
+        "add it to languages or remove it."),
     "unknown language": (lambda d: d.update(languages=["en", "klingon"]), "klingon"),
     "language listed twice": (lambda d: d.update(languages=["en", "en"]), "twice"),
     "fallback font not in the book": (lambda d: d.update(fallback_fonts=["Noto Sans"]),
-                                      "fallback font 'Noto Sans'"),
+                                      "book.yaml: fallback font 'Noto Sans' is not one of the book's "
+                                      "fonts; list it under fonts."),
     "duplicate pages": (lambda d: d["pages"][1].update(num=1), "page number 1 appears more than once"),
     "prepay page that does not exist": (lambda d: d.update(prepay_pages=[1, 9]), "prepay page 9"),
     "box outside the page": (lambda d: _layer(d).update(box=[800, 10, 200, 50]), "reaches outside"),
@@ -91,7 +126,9 @@ BROKEN = {
                               "page 1: face slot eye [5000, 10] is outside the 900x600 page"),
     "bad slug": (lambda d: d.update(id="Forest Friends"), "id: String should match pattern"),
     "missing title": (lambda d: d.pop("title"), "title is missing"),
-    "font not in the book": (lambda d: _layer(d)["style"].update(font_family="Comic"), "not one of the book's fonts"),
+    "font not in the book": (lambda d: _layer(d)["style"].update(font_family="Comic"),
+                             "book.yaml: page 1: font_family 'Comic' is not one of the book's fonts; "
+                             "list it under fonts."),
     "bad colour": (lambda d: _layer(d)["style"].update(color="red; background: url(x)"),
                    "style.color: String should match pattern"),
     "missing base image": (lambda d: d["pages"][1].update(base="pages/nope.png"),

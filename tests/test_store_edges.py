@@ -227,9 +227,11 @@ def test_the_first_write_of_a_store_removes_the_orphans_of_dead_writers(tmp_path
 
 def test_a_process_is_alive_until_it_is_gone():
     with subprocess.Popen(["sleep", "30"]) as child:
-        assert _alive(child.pid) and _alive(1)
-        assert child.poll() is None                     # asked, not signalled
+        assert _alive(child.pid)
+        with pytest.raises(subprocess.TimeoutExpired):  # asked (signal 0), not signalled
+            child.wait(timeout=0.3)
         child.kill()
+    assert _alive(1)
     assert not _alive(dead_pid())
 
 

@@ -159,7 +159,7 @@ class JobNotFound(Exception):
 
 
 def _dump(record: JobRecord) -> bytes:
-    return record.model_dump_json(indent=2).encode("utf-8")
+    return record.model_dump_json(indent=2).encode()
 
 
 def read_job(store: Store, job_id: str) -> JobRecord:

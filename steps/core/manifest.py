@@ -204,8 +204,8 @@ class Book(Strict):
         families = {f.family for f in self.fonts}
         for family in self.fallback_fonts:
             if family not in families:
-                raise ValueError(f"fallback font {family!r} is not one of the book's fonts; add "
-                                 "it under fonts:")
+                raise ValueError(f"fallback font {family!r} is not one of the book's fonts; list "
+                                 "it under fonts")
         for page in self.pages:
             if page.face:
                 for eye in (page.face.left_eye, page.face.right_eye):
@@ -219,7 +219,7 @@ class Book(Strict):
                                      f"the {width}x{height} page; move or shrink it")
                 if layer.style.font_family not in families:
                     raise ValueError(f"page {page.num}: font_family {layer.style.font_family!r} "
-                                     "is not one of the book's fonts; add it under fonts:")
+                                     "is not one of the book's fonts; list it under fonts")
         return self
 
     def page(self, num: int) -> Page:
