@@ -226,7 +226,11 @@ def test_the_first_write_of_a_store_removes_the_orphans_of_dead_writers(tmp_path
 
 
 def test_a_process_is_alive_until_it_is_gone():
-    with subprocess.Popen(["sleep", "30"]) as child:
+    # signals at their defaults (a run under nohup would pass on an ignored SIGHUP)
+    waits = ("import signal, time; signal.signal(signal.SIGHUP, signal.SIG_DFL); "
+             "print(flush=True); time.sleep(30)")
+    with subprocess.Popen([sys.executable, "-c", waits], stdout=subprocess.PIPE) as child:
+        child.stdout.readline()
         assert _alive(child.pid)
         with pytest.raises(subprocess.TimeoutExpired):  # asked (signal 0), not signalled
             child.wait(timeout=0.3)
