@@ -3,10 +3,12 @@
 The job becomes ``prepay_generating`` or ``postpay_generating``. The chunks (one per pod:
 ``"1,2,3"``) are written as a JSON list to ``--out``, which the local engine reads and Argo
 fans out over (``withParam``). ``--pages-per-task 0`` means one chunk for the whole stage (a
-pod each on a cluster); ``auto`` means one chunk per core of this machine (the local engine
-runs chunks in parallel, up to the cores; in a pod, its CPU limit), but no chunk under :data:`AUTO_MIN_PAGES` pages:
-each chunk pays for its own processes and browser (about 0.6 s of CPU here), which a chunk of
-one to three pages does not win back by running beside another (`make bench`).
+pod each on a cluster); ``auto`` means one chunk per :data:`CORES_PER_CHUNK` cores of this
+machine (in a pod, of its CPU limit), but no chunk under :data:`AUTO_MIN_PAGES` pages. One
+chunk keeps two cores busy on its own: its render step starts the browser on one core while
+its backgrounds step works on the other, then sets text in Chromium while its threads decode
+and encode. Each further chunk pays for its own processes and browser (about 1.2 CPU-s here),
+and on 2 cores one chunk per stage was faster than two for 16 and 24 pages (`make bench`).
 
 Regeneration (the old clients' ``analysis.generation_retry``): a prepay pass with
 ``--randomize-seed``, or with the flag already set in the record (by the shop), draws fresh
@@ -33,6 +35,7 @@ from steps.core.store import open_store
 
 GENERATING = {"prepay": Status.PREPAY_GENERATING, "postpay": Status.POSTPAY_GENERATING}
 AUTO_MIN_PAGES = 4
+CORES_PER_CHUNK = 2
 CGROUP = Path("/sys/fs/cgroup")
 
 
@@ -109,7 +112,7 @@ def chunks(pages: list[int], pages_per_task: int | str) -> list[str]:
         return []
     if pages_per_task == "auto":
         cores = usable_cpus()
-        count = max(1, min(cores, len(pages) // AUTO_MIN_PAGES))
+        count = max(1, min(cores // CORES_PER_CHUNK, len(pages) // AUTO_MIN_PAGES))
         pages_per_task = -(-len(pages) // count)
     size = int(pages_per_task) if int(pages_per_task) > 0 else max(len(pages), 1)
     return [",".join(map(str, pages[i:i + size])) for i in range(0, len(pages), size)]
@@ -186,8 +189,8 @@ def main() -> None:
     p.add_argument("--book", required=True)
     p.add_argument("--stage", choices=sorted(GENERATING), required=True)
     p.add_argument("--pages-per-task", type=per_task, default=0,
-                   help="pages per chunk; 0: one chunk; auto: one chunk per core, at least "
-                        f"{AUTO_MIN_PAGES} pages each")
+                   help=f"pages per chunk; 0: one chunk; auto: one chunk per {CORES_PER_CHUNK} "
+                        f"cores, at least {AUTO_MIN_PAGES} pages each")
     p.add_argument("--randomize-seed", type=runner.boolean, default=False)
     p.add_argument("--out", help="file for the JSON list of chunks (default: stdout)")
     p.add_argument("--face-out", default="", help="file for the JSON list of face-page chunks "

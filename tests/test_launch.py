@@ -13,7 +13,7 @@ import pytest
 
 from pipeline.launch import ExecLauncher, WarmLauncher, launcher
 from steps.backends.chromium import descendants
-from steps.plan import AUTO_MIN_PAGES, chunks
+from steps.plan import AUTO_MIN_PAGES, CORES_PER_CHUNK, chunks
 from steps.protocol import GO_FILE, TIMING_PREFIX
 from tests.helpers import ROOT
 
@@ -125,11 +125,17 @@ def test_launchers_start_and_wait(kind, tmp_path, monkeypatch):
         chosen.close()
 
 
-def test_auto_chunks_are_one_per_core_but_never_tiny(monkeypatch):
-    monkeypatch.setattr(os, "sched_getaffinity", lambda _: {0, 1}, raising=False)
-    assert AUTO_MIN_PAGES == 4
+def test_auto_chunks_are_one_per_two_cores_but_never_tiny(monkeypatch):
+    assert (AUTO_MIN_PAGES, CORES_PER_CHUNK) == (4, 2)
+    for cores in ({0}, {0, 1}, {0, 1, 2}):                  # one chunk keeps two cores busy
+        monkeypatch.setattr(os, "sched_getaffinity", lambda _, c=cores: c, raising=False)
+        assert chunks(list(range(1, 25)), "auto") == [",".join(map(str, range(1, 25)))]
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _: set(range(4)), raising=False)
     assert chunks([1, 2, 3], "auto") == ["1,2,3"]          # too few pages to split
     assert chunks(list(range(4, 8)), "auto") == ["4,5,6,7"]
     assert chunks(list(range(1, 9)), "auto") == ["1,2,3,4", "5,6,7,8"]
-    assert len(chunks(list(range(1, 25)), "auto")) == 2    # never more than the cores
+    assert len(chunks(list(range(1, 25)), "auto")) == 2    # never more than cores / 2
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _: set(range(16)), raising=False)
+    assert chunks(list(range(1, 25)), "auto") == [
+        ",".join(map(str, range(n, n + 4))) for n in range(1, 25, 4)]   # 6 chunks of 4, not 8
     assert chunks([1, 2, 3], 0) == ["1,2,3"] and chunks([1, 2, 3], 2) == ["1,2", "3"]
