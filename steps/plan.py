@@ -63,6 +63,8 @@ def faces_on_gpu(face_backend: str, gpu_face_backends: str) -> bool:
     """Whether the face pages of ``face_backend`` go to the GPU step ``faces``: the engine
     names the backends that run on its GPU (the cluster with the ComfyUI sidecar: comfyui)."""
     return face_backend in {b.strip() for b in gpu_face_backends.split(",") if b.strip()}
+
+
 SEED_LIMIT = 2 ** 48
 
 
