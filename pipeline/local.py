@@ -5,7 +5,10 @@ dependency order; the per-chunk steps of a pass run as one chain per chunk, chun
 parallel up to the number of cores. When a core would be left idle (fewer chunks than cores),
 each step of a chain is started while the one before it runs and waits for the go-ahead
 (:data:`steps.protocol.GO_FILE`), so its start-up (the render step's browser) runs on that core
-meanwhile; with every core busy it would only compete with the work. In a job of two passes
+meanwhile; with every core busy it would only compete with the work. A step that takes pages
+ahead (``Step.pages_ahead``: the render step) is let go with the first try of the step before
+it, and sets each page as soon as that step reports it stored; if that try fails, it is stopped
+and runs afresh after the retry, keeping the pages it set. In a job of two passes
 the next pass's first render step starts as soon as this pass's pages are made (its arguments
 come with the go-ahead), so its browser boots while this pass assembles. Transient failures are
 retried as the spec says; exit code 3 (bad input) is not. A step's output goes to
@@ -58,22 +61,40 @@ class StepRun:
 
 
 class EarlyStart:
-    """A step started before the step it follows has finished; it waits for :meth:`go`."""
+    """A step started before the step it follows has finished; it waits for :meth:`go` (or,
+    taking pages ahead, goes with :meth:`follow` and hears :meth:`done`)."""
 
     def __init__(self, launcher, step: Step, values: dict[str, str], scratch: Path) -> None:
         self.step = step
         self.path = scratch / f"go-{uuid.uuid4().hex}"
         self.started: Started = launcher.start(step.module, step.argv(values),
                                                {GO_FILE: str(self.path)})
+        self.argv: list[str] | None = None      # what it went with
+        self.stopped = False
 
     def go(self, argv: list[str]) -> Started:
-        """Go ahead, with the step's arguments (it may have been started before they were known)."""
-        say(self.path, "go", argv)
+        """Go ahead, with the step's arguments (it may have been started before they were
+        known); a step already following goes on as it is."""
+        if self.argv is None:
+            self.argv = argv
+            say(self.path, "go", argv)
         return self.started
 
+    def follow(self, values: dict[str, str], after: str) -> None:
+        """Go now, taking each page as the step before it, whose stderr is ``after``, says it
+        finished it (:class:`steps.protocol.PagesAhead`)."""
+        self.go([*self.step.argv(values), "--after", after])
+
+    def done(self) -> None:
+        """The step before succeeded: every page is there."""
+        if self.argv is not None:
+            say(self.path, "done", self.argv)
+
     def cancel(self) -> None:
-        say(self.path, "stop")
-        self.started.wait()
+        if not self.stopped:
+            self.stopped = True
+            say(self.path, "stop")
+            self.started.wait()
 
 
 class StepFailed(Exception):
@@ -178,12 +199,12 @@ class LocalEngine:
                 if following is None and i + 1 < len(chain):
                     following = EarlyStart(self.launcher, chain[i + 1], chunk_values, scratch)
                 try:
-                    self._run_step(step, chunk_values, pages, early)
+                    self._run_step(step, chunk_values, pages, early, following)
                 except BaseException:
                     if following is not None:
                         following.cancel()
                     raise
-                early = following
+                early = following if following is not None and not following.stopped else None
 
         if not chunks:
             return
@@ -192,7 +213,10 @@ class LocalEngine:
                 future.result()
 
     def _run_step(self, step: Step, values: dict[str, str], chunk: str | None,
-                  early: EarlyStart | None = None) -> StepRun:
+                  early: EarlyStart | None = None, following: EarlyStart | None = None) -> StepRun:
+        """Run a step (retried as the spec says). ``following``: the chunk's next step, started
+        early; one that takes pages ahead goes with this step's first try and hears ``done``
+        when it succeeds, or is stopped when a try fails (it then runs afresh afterwards)."""
         command = [sys.executable, "-m", step.module, *step.argv(values)]
         name = f"{values['pass_stage']}-{step.name}" + (f"-{chunk.replace(',', '_')}" if chunk else "")
         started = time.perf_counter()
@@ -201,7 +225,14 @@ class LocalEngine:
                 process = early.go(command[3:])
             else:
                 process = self.launcher.start(step.module, command[3:])
+            if attempt == 1 and following is not None and following.step.pages_ahead:
+                following.follow(values, process.err)
             done = self._wait(process, step.name, chunk)
+            if following is not None and following.argv is not None and not following.stopped:
+                if done.returncode == 0:
+                    following.done()
+                else:
+                    following.cancel()           # the pages it set from this try stay
             if done.returncode in (0, EXIT_INPUT) or attempt > step.retries:
                 break
             self.progress(f"  ! {step.name} exited {done.returncode}, retrying ({attempt}/{step.retries})")

@@ -86,6 +86,8 @@ class Step:
     exports: tuple[Export, ...] = ()
     sidecar: str = ""                    # needs this server beside it (it holds the pod's GPU)
     skip_if: str = ""                    # a parameter: the step does not run when it is "true"
+    # one machine: may go while the chunk's step before it still makes pages (``--after``)
+    pages_ahead: bool = False
 
     @property
     def module(self) -> str:
@@ -132,7 +134,8 @@ PIPELINE: tuple[Step, ...] = (
     Step("backgrounds", COMMON + ("--pages", "{pages}", "--only-faces", "false") + FACE_ARGS,
          depends=("plan", "faces"), fan_out="chunks"),
     Step("render", COMMON + ("--pages", "{pages}", "--export", "{export_dir}"),
-         depends=("backgrounds",), fan_out="chunks", exports=(Export("pages", ""),)),
+         depends=("backgrounds",), fan_out="chunks", exports=(Export("pages", ""),),
+         pages_ahead=True),
     Step("assemble", COMMON + ("--stage", "{pass_stage}", "--export", "{export_dir}"),
          depends=("render",),
          exports=(Export("preview", "preview.pdf"), Export("book", "book.pdf"))),

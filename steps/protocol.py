@@ -13,7 +13,11 @@ A step is ``python -m steps.<name> ARGS``. What comes back to the engine:
 - the **go-file handshake**: an engine may start a step early with ``$BOOKJOB_GO_FILE`` set;
   the step warms up, then waits until that file says ``go`` (or ``stop``: it exits doing
   nothing). The engine writes the word atomically with :func:`say`; a ``go`` may carry the
-  step's arguments on a second line (JSON), for a step started before they were known.
+  step's arguments on a second line (JSON), for a step started before they were known;
+- **pages ahead** (one machine): a chunk step may be let go while the step before it is still
+  making the chunk's pages. Its ``--after`` argument names that step's stderr; it takes each
+  page once a progress line there says it is finished (:class:`PagesAhead`), until the go-file
+  says ``done`` (the step before succeeded: every page is there) or ``stop``.
 """
 
 from __future__ import annotations
@@ -102,8 +106,50 @@ def wait_for_go(path: str, parent: int, poll_s: float = 0.005) -> bool:
     was removed)."""
     while True:
         try:
-            return Path(path).read_text().partition("\n")[0] == "go"
+            return Path(path).read_text().partition("\n")[0] in ("go", "done")
         except FileNotFoundError:
             if os.getppid() != parent or not Path(path).parent.is_dir():
                 return False
             time.sleep(poll_s)
+
+
+class PagesAhead:
+    """The pages of a chunk as the step making them finishes them: its stderr (``after``) has a
+    progress line for each, written once the page and its record are stored; the engine's
+    go-file says ``done`` when that step succeeded (its stderr may be gone by then) and
+    ``stop`` when it failed."""
+
+    def __init__(self, after: str, go_file: str, parent: int, poll_s: float = 0.005) -> None:
+        self.after, self.go_file, self.parent, self.poll_s = after, go_file, parent, poll_s
+        self.finished: set[int] = set()
+        self._read = 0
+
+    def wait(self, page: int) -> bool:
+        """True once ``page`` is finished; False if the engine said stop or is gone."""
+        while True:
+            self._take_new_lines()
+            if page in self.finished:
+                return True
+            try:
+                word = Path(self.go_file).read_text().partition("\n")[0]
+            except FileNotFoundError:
+                word = ""                              # the engine's scratch folder is gone
+            if word == "done":
+                return True
+            if word != "go" or os.getppid() != self.parent:
+                return False
+            time.sleep(self.poll_s)
+
+    def _take_new_lines(self) -> None:
+        try:
+            with open(self.after, "rb") as f:
+                f.seek(self._read)
+                text = f.read()
+        except FileNotFoundError:
+            return
+        whole = text[:text.rfind(b"\n") + 1]           # the last line may be half written
+        self._read += len(whole)
+        for line in whole.decode(errors="replace").splitlines():
+            page = (progress_of(line) or {}).get("page")
+            if isinstance(page, int):
+                self.finished.add(page)

@@ -6,14 +6,18 @@ network are off: only the book's fonts are served. Writes ``layout/{job_id}/page
 with the book's DPI. A page whose inputs are unchanged since it was made is kept (``page 3:
 unchanged, skipped``), and Chromium only starts if some page still needs text set — unless the
 local engine started the step early, when the browser starts and loads the book's fonts before
-the go-ahead (see steps.runner).
+the go-ahead (see steps.runner). With ``--after`` (one machine) the go-ahead comes while the
+backgrounds step is still making the chunk, and each page is set as soon as its background is
+stored (:class:`steps.protocol.PagesAhead`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import sys
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from steps import runner
@@ -24,7 +28,7 @@ from steps.core.job import JobRecord, read_job
 from steps.core.manifest import Book, LoadedBook, Page, TextLayer, load_book
 from steps.core.messages import Child, fill
 from steps.core.store import Store, open_store, page_bg_key, page_key
-from steps.protocol import progress_line
+from steps.protocol import PagesAhead, progress_line
 
 
 def child_values(record: JobRecord) -> Child:
@@ -78,9 +82,10 @@ def page_inputs(background: bytes, blocks: list, fonts: list, dpi: int) -> str:
 
 
 def render_pages(store: Store, job_id: str, loaded: LoadedBook, pages: list[int],
-                 warm=None) -> list:
-    """The chunk's final pages; ``warm``: a TextRenderer already warmed up for this book (else
-    one is started when a page needs text set)."""
+                 warm=None, ready: Callable[[int], bool] = lambda num: True) -> list:
+    """The chunk's final pages, in order. ``warm``: a TextRenderer already warmed up for this
+    book (else one is started when a page needs text set); ``ready(num)`` waits until page
+    ``num``'s background is stored (False: stop here, the backgrounds step failed)."""
     from steps.backends.typesetter import FontLoadError, TextRenderer, composite
 
     record = read_job(store, job_id)
@@ -88,51 +93,53 @@ def render_pages(store: Store, job_id: str, loaded: LoadedBook, pages: list[int]
     book = loaded.book
     language = book.edition(record.language)
     fonts = book_fonts(loaded)
-    made, todo = [], []
-    for num in pages:
-        background = store.read(page_bg_key(job_id, num))
-        blocks = blocks_for(book, book.page(num), child, language)
-        inputs = page_inputs(background, blocks, fonts, book.output.dpi)
-        kept = artifacts.reuse(store, record, "page_png", num, inputs)
-        if kept is not None:
-            made.append(kept)
-            print(progress_line("render", num, len(made), len(pages)), file=sys.stderr, flush=True)
-        else:
-            todo.append((num, background, blocks, inputs))
-    # Chromium only starts when a page has text to set. Two helper threads decode the next
-    # background and encode the previous page while the browser sets this page's text.
-    needed = any(t[2] for t in todo)
     if warm is not None and warm.fonts != fonts:  # warmed up for other fonts: of no use
         warm.close()
         warm = None
-    with ((warm or TextRenderer(fonts)) if needed else contextlib.nullcontext()) as renderer, \
+    made: list = []
+
+    def stored(artifact) -> None:
+        made.append(artifact)
+        print(progress_line("render", artifact.page, len(made), len(pages)), file=sys.stderr,
+              flush=True)
+
+    # Chromium only starts when a page has text to set. Two helper threads decode the page's
+    # background and encode the page before it while the browser sets this page's text.
+    with contextlib.ExitStack() as stack, \
             ThreadPoolExecutor(max_workers=2, thread_name_prefix="page") as pool:
-        decoded = pool.submit(decode_own_png, todo[0][1]) if todo else None
+        renderer = stack.enter_context(warm) if warm is not None else None
         previous = None  # (num, inputs, the encoding of its final page)
-        for i, (num, _background, blocks, inputs) in enumerate(todo):
-            runner.report_progress(len(pages) - len(todo) + i, len(pages))
-            try:
-                drawn = renderer.text_layer(blocks, book.output.page_size_px) if blocks else None
-            except FontLoadError as e:
-                raise InputError("bad_font", f"{str(e).rstrip('.')} for book {book.id}; replace "
-                                             "the font files with working TTF, OTF, WOFF or WOFF2 "
-                                             "files.") from None
+        for i, num in enumerate(pages):
+            runner.report_progress(i, len(pages))
+            if not ready(num):
+                break
+            background = store.read(page_bg_key(job_id, num))
+            blocks = blocks_for(book, book.page(num), child, language)
+            inputs = page_inputs(background, blocks, fonts, book.output.dpi)
+            kept = artifacts.reuse(store, record, "page_png", num, inputs)
+            if kept is not None:
+                stored(kept)
+                continue
+            decoded = pool.submit(decode_own_png, background)
+            drawn = None
+            if blocks:
+                renderer = renderer or stack.enter_context(TextRenderer(fonts))
+                try:
+                    drawn = renderer.text_layer(blocks, book.output.page_size_px)
+                except FontLoadError as e:
+                    raise InputError("bad_font", f"{str(e).rstrip('.')} for book {book.id}; "
+                                                 "replace the font files with working TTF, OTF, "
+                                                 "WOFF or WOFF2 files.") from None
             page = decoded.result()
             if drawn is not None and (page.shape[1], page.shape[0]) != tuple(book.output.page_size_px):
                 drawn = renderer.text_layer(blocks, (page.shape[1], page.shape[0]))  # an odd background
-            if i + 1 < len(todo):
-                decoded = pool.submit(decode_own_png, todo[i + 1][1])
             if drawn is not None:
                 composite(page, *drawn)
             if previous is not None:
-                made.append(store_page(store, job_id, *previous))
-                print(progress_line("render", made[-1].page, len(made), len(pages)),
-                      file=sys.stderr, flush=True)
+                stored(store_page(store, job_id, *previous))
             previous = (num, inputs, pool.submit(encode_png, page, book.output.dpi))
         if previous is not None:
-            made.append(store_page(store, job_id, *previous))
-            print(progress_line("render", made[-1].page, len(made), len(pages)), file=sys.stderr,
-                  flush=True)
+            stored(store_page(store, job_id, *previous))
         if renderer is not None and renderer.blocked_requests:
             print(f"render: blocked {len(renderer.blocked_requests)} request(s) that were not the "
                   f"book's: {', '.join(renderer.blocked_requests[:5])}", file=sys.stderr)
@@ -163,7 +170,8 @@ def work(args, warm=None) -> None:
     store = open_store(args.store)
     loaded = load_book(args.book)
     pages = runner.parse_pages(args.pages)
-    made = render_pages(store, args.job_id, loaded, pages, warm)
+    ready = PagesAhead(args.after, args.go_file, os.getppid()).wait if args.after else None
+    made = render_pages(store, args.job_id, loaded, pages, warm, ready or (lambda num: True))
     artifacts.export(args.export, made, store)
 
 
@@ -172,6 +180,8 @@ def main() -> None:
     p.add_argument("--book", required=True)
     p.add_argument("--pages", required=True, help="page numbers of the chunk, e.g. 1,2,3")
     p.add_argument("--export", default="", help="also copy the pages to this folder")
+    p.add_argument("--after", default="", help="one machine: the stderr of the backgrounds "
+                   "step still making the chunk; take each page once it says it is stored")
     runner.run("render", p.parse_args(), work, warm_up=warm_up, parse=p.parse_args)
 
 

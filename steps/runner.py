@@ -101,6 +101,7 @@ def run(step: str, args: argparse.Namespace, work: Callable[..., None],
         argv = go_arguments(go) if parse is not None else None
         if argv is not None:
             args = parse(argv)
+    args.go_file = go                   # a step taking pages ahead hears done/stop there
     started = time.perf_counter()
     code = EXIT_OK
     faults.arm(step)
