@@ -239,8 +239,12 @@ def jobs(scratch: Path, repeat: int = int(os.environ.get("BENCH_REPEAT", "3"))) 
             cpus[n] = min(cpus.get(n, float("inf")), cpu)
     slope = (walls[16] - walls[4]) / 12
     # Orchestration per the definition (wall minus the steps' own work) needs steps that do
-    # not overlap: the same 4-page job with one chunk per stage.
-    sequential, steps4, _ = run_job(scratch / "book4", scratch / "store4-sequential", "0")
+    # not overlap: the same 4-page job with one chunk per stage, without pages ahead.
+    os.environ["BOOKJOB_PAGES_AHEAD"] = "false"
+    try:
+        sequential, steps4, _ = run_job(scratch / "book4", scratch / "store4-sequential", "0")
+    finally:
+        del os.environ["BOOKJOB_PAGES_AHEAD"]
     own = sum(r.work_s or 0 for r in steps4)
     with PeakRss() as rss:
         run_job(make_book(scratch / "book24", 24), scratch / "store24")

@@ -33,6 +33,7 @@ from pathlib import Path
 from pipeline.launch import Started, launcher
 from pipeline.spec import ON_EXIT, PARAMETERS, PASSES, Step, steps_for
 from steps.core.job import JobNotFound, JobRecord, Status, read_job
+from steps.core.settings import settings
 from steps.core.store import S3Store, Store, StoreError, log_key
 from steps.protocol import EXIT_INPUT, GO_FILE, last_error, progress_of, say, unchanged_lines, work_seconds
 
@@ -225,7 +226,8 @@ class LocalEngine:
                 process = early.go(command[3:])
             else:
                 process = self.launcher.start(step.module, command[3:])
-            if attempt == 1 and following is not None and following.step.pages_ahead:
+            if attempt == 1 and following is not None and following.step.pages_ahead \
+                    and settings().pages_ahead:
                 following.follow(values, process.err)
             done = self._wait(process, step.name, chunk)
             if following is not None and following.argv is not None and not following.stopped:

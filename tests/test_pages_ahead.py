@@ -5,12 +5,15 @@ go-file then says ``done`` (every page is there) or ``stop`` (the backgrounds st
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
 
 from steps.protocol import PagesAhead, progress_line, say
+from tests.helpers import CHILD_ARGS, DEMO_PHOTO, ROOT
 
 
 @pytest.fixture
@@ -96,3 +99,23 @@ def test_a_step_that_hears_done_before_it_read_go_still_goes(files):
     assert go_arguments(str(go)) == ["--pages", "1,2,3", "--after", str(after)]
     say(go, "stop")
     assert not wait_for_go(str(go), os.getppid())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ahead_on", [True, False])
+def test_a_job_makes_the_same_pages_with_or_without_pages_ahead(small_book, prepay_reference,
+                                                                 tmp_path, ahead_on):
+    """The reference job ran with pages ahead (the default); BOOKJOB_PAGES_AHEAD=false makes
+    the render step wait for its whole chunk. The bytes are the same either way."""
+    store = tmp_path / "store"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "BOOKJOB_PAGES_AHEAD": str(ahead_on).lower()}
+    done = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", str(small_book), "--photo",
+                           str(DEMO_PHOTO), *CHILD_ARGS, "--job-id", "ref", "--store", str(store)],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr
+    layout = store / "layout" / "ref"
+    made = {p.relative_to(layout).as_posix(): p.read_bytes()
+            for p in sorted(layout.rglob("*")) if p.is_file() and not p.name.startswith(".")}
+    assert made == prepay_reference["outputs"]
+    [log] = list((store / "jobs/ref/logs").glob("*/prepay-render*"))
+    assert ("render: pages ahead" in log.read_text()) is ahead_on

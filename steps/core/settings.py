@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     lease_s: float = 30.0                        # a run's lease on its job, renewed while it runs
     # the local engine and the cluster client
     launch: Literal["warm", "exec"] = "warm"     # exec: a fresh interpreter per step
+    pages_ahead: bool = True                     # render sets each page as its background is stored
     argo_ui: str = ""                            # the Argo UI's address, for links
     # fault injection for the crash tests (steps.core.faults); never set in production
     kill: str = ""
