@@ -105,12 +105,20 @@ def wait_for_go(path: str, parent: int, poll_s: float = 0.005) -> bool:
     engine is gone (this process was orphaned by ``parent``, or the engine's scratch folder
     was removed)."""
     while True:
-        try:
-            return Path(path).read_text().partition("\n")[0] in ("go", "done")
-        except FileNotFoundError:
-            if os.getppid() != parent or not Path(path).parent.is_dir():
-                return False
-            time.sleep(poll_s)
+        word = heard(path)
+        if word:
+            return word in ("go", "done")
+        if os.getppid() != parent or not Path(path).parent.is_dir():
+            return False
+        time.sleep(poll_s)
+
+
+def heard(path: str) -> str:
+    """The word the engine last said in the go-file; "" while it has said nothing."""
+    try:
+        return Path(path).read_text().partition("\n")[0]
+    except FileNotFoundError:
+        return ""
 
 
 class PagesAhead:
@@ -130,10 +138,7 @@ class PagesAhead:
             self._take_new_lines()
             if page in self.finished:
                 return True
-            try:
-                word = Path(self.go_file).read_text().partition("\n")[0]
-            except FileNotFoundError:
-                word = ""                              # the engine's scratch folder is gone
+            word = heard(self.go_file)                  # "": the engine's scratch is gone
             if word == "done":
                 return True
             if word != "go" or os.getppid() != self.parent:

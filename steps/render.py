@@ -170,11 +170,11 @@ def work(args, warm=None) -> None:
     store = open_store(args.store)
     loaded = load_book(args.book)
     pages = runner.parse_pages(args.pages)
-    ready = None
+    ahead = {}
     if args.after:
         print("render: pages ahead, each set as soon as its background is stored", file=sys.stderr)
-        ready = PagesAhead(args.after, args.go_file, os.getppid()).wait
-    made = render_pages(store, args.job_id, loaded, pages, warm, ready or (lambda num: True))
+        ahead["ready"] = PagesAhead(args.after, args.go_file, os.getppid()).wait
+    made = render_pages(store, args.job_id, loaded, pages, warm, **ahead)
     artifacts.export(args.export, made, store)
 
 
