@@ -131,9 +131,10 @@ def test_print_png_is_lossless_valid_and_filtered_up(photo, mode):
                           np.asarray(expected))  # arrays too
 
 
-def test_plain_pngs_decode_through_libpng_with_pillows_pixels(photo):
-    """8-bit RGB PNGs (most illustrations) take OpenCV's decoder: same pixels as Pillow's; any
-    other PNG, and one OpenCV cannot read, goes to Pillow (which refuses a broken one)."""
+def test_plain_pngs_decode_through_libvips_with_pillows_pixels(photo):
+    """8-bit RGB PNGs (most illustrations) take libvips's decoder: same pixels as Pillow's; any
+    other PNG, and one libvips finds wrong (truncated, a bad checksum), goes to Pillow (which
+    refuses a broken one)."""
     from steps.core.images import _plain_png
 
     rgb = png_bytes(photo.convert("RGB"))
@@ -147,6 +148,11 @@ def test_plain_pngs_decode_through_libpng_with_pillows_pixels(photo):
     with pytest.raises(InputError) as e:
         load_page(truncated, photo.size)
     assert e.value.reason == "bad_image"
+    # one flipped byte in the pixel data: the IDAT checksum (CRC-32) no longer matches, and
+    # libvips, which would read on past it by default, gives it up
+    at = rgb.index(b"IDAT") + 40
+    damaged = rgb[:at] + bytes([rgb[at] ^ 0xFF]) + rgb[at + 1:]
+    assert _plain_png(damaged) is None
 
 
 def test_own_pngs_decode_to_the_pixels_encoded(photo):
