@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import os
 import sys
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -86,7 +87,7 @@ def render_pages(store: Store, job_id: str, loaded: LoadedBook, pages: list[int]
     """The chunk's final pages, in order. ``warm``: a TextRenderer already warmed up for this
     book (else one is started when a page needs text set); ``ready(num)`` waits until page
     ``num``'s background is stored (False: stop here, the backgrounds step failed)."""
-    from steps.backends.typesetter import FontLoadError, TextRenderer, composite
+    from steps.backends.typesetter import TextRenderer, composite
 
     record = read_job(store, job_id)
     child = child_values(record)
@@ -103,12 +104,31 @@ def render_pages(store: Store, job_id: str, loaded: LoadedBook, pages: list[int]
         print(progress_line("render", artifact.page, len(made), len(pages)), file=sys.stderr,
               flush=True)
 
-    # Chromium only starts when a page has text to set. Two helper threads decode the page's
-    # background and encode the page before it while the browser sets this page's text.
+    # Chromium only starts when a page has text to set. Each page is started (its background
+    # decoded on a helper thread, its text layer set by the browser's thread) before the page
+    # started before it is composited, encoded (helper thread) and stored: the browser sets
+    # one page's text while this thread and the helpers finish the one before.
     with contextlib.ExitStack() as stack, \
-            ThreadPoolExecutor(max_workers=2, thread_name_prefix="page") as pool:
+            ThreadPoolExecutor(max_workers=2, thread_name_prefix="page") as pool, \
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="text") as text:
         renderer = stack.enter_context(warm) if warm is not None else None
-        previous = None  # (num, inputs, the encoding of its final page)
+        started: deque = deque()  # (num, inputs, blocks, decoding, text layer) under way
+        encoding = None  # (num, inputs, the encoding of its final page): the last composited
+
+        def finish(num: int, inputs: str, blocks: list, decoding: Future, layer: Future | None) -> None:
+            nonlocal encoding
+            page = decoding.result()
+            drawn = _text_layer(layer, book.id)
+            if drawn is not None and renderer is not None and \
+                    (page.shape[1], page.shape[0]) != tuple(book.output.page_size_px):
+                drawn = _text_layer(text.submit(renderer.text_layer, blocks, (page.shape[1], page.shape[0])),
+                                    book.id)  # an odd background
+            if drawn is not None:
+                composite(page, *drawn)
+            if encoding is not None:
+                stored(store_page(store, job_id, *encoding))
+            encoding = (num, inputs, pool.submit(encode_png, page, book.output.dpi))
+
         for i, num in enumerate(pages):
             runner.report_progress(i, len(pages))
             if not ready(num):
@@ -120,31 +140,36 @@ def render_pages(store: Store, job_id: str, loaded: LoadedBook, pages: list[int]
             if kept is not None:
                 stored(kept)
                 continue
-            decoded = pool.submit(decode_own_png, background)
-            drawn = None
+            layer = None
             if blocks:
                 renderer = renderer or stack.enter_context(TextRenderer(fonts))
-                try:
-                    drawn = renderer.text_layer(blocks, book.output.page_size_px)
-                except FontLoadError as e:
-                    raise InputError("bad_font", f"{str(e).rstrip('.')} for book {book.id}; "
-                                                 "replace the font files with working TTF, OTF, "
-                                                 "WOFF or WOFF2 files.") from None
-            page = decoded.result()
-            if drawn is not None and (page.shape[1], page.shape[0]) != tuple(book.output.page_size_px):
-                drawn = renderer.text_layer(blocks, (page.shape[1], page.shape[0]))  # an odd background
-            if drawn is not None:
-                composite(page, *drawn)
-            if previous is not None:
-                stored(store_page(store, job_id, *previous))
-            previous = (num, inputs, pool.submit(encode_png, page, book.output.dpi))
-        if previous is not None:
-            stored(store_page(store, job_id, *previous))
+                layer = text.submit(renderer.text_layer, blocks, book.output.page_size_px)
+            started.append((num, inputs, blocks, pool.submit(decode_own_png, background), layer))
+            if len(started) > 1:
+                finish(*started.popleft())
+        while started:
+            finish(*started.popleft())
+        if encoding is not None:
+            stored(store_page(store, job_id, *encoding))
         if renderer is not None and renderer.blocked_requests:
             print(f"render: blocked {len(renderer.blocked_requests)} request(s) that were not the "
                   f"book's: {', '.join(renderer.blocked_requests[:5])}", file=sys.stderr)
     runner.report_progress(len(pages), len(pages))
     return made
+
+
+def _text_layer(layer: Future | None, book_id: str):
+    """The text layer a page's future gives (None: no text); a font Chromium could not load
+    is the book's fault."""
+    from steps.backends.typesetter import FontLoadError
+
+    if layer is None:
+        return None
+    try:
+        return layer.result()
+    except FontLoadError as e:
+        raise InputError("bad_font", f"{str(e).rstrip('.')} for book {book_id}; replace the font "
+                                     "files with working TTF, OTF, WOFF or WOFF2 files.") from None
 
 
 def store_page(store: Store, job_id: str, num: int, inputs: str, encoded: Future):
