@@ -17,6 +17,7 @@ import runpy
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ PRELOAD = ["numpy", "PIL.Image", "PIL.PngImagePlugin", "yaml", "pydantic", "step
            "cv2", "img2pdf", "isal.isal_zlib", "playwright.async_api", "steps.backends.typesetter",
            "pipeline.cli"]
 S3_PRELOAD = ["boto3", "botocore.client"]
+POLL_S = 0.005
 
 
 @dataclass(frozen=True)
@@ -59,13 +61,36 @@ def _step_main(module: str, argv: list[str], env: dict[str, str], out: str, err:
 
 
 class Started:
-    """A step process that has been started; :meth:`wait` for it."""
+    """A step process that has been started; :meth:`wait` for it. ``poll``: its exit code, or
+    None while it runs. With ``ran`` (a step that stays for the next pass), a run ends when the
+    step writes its exit code there, or when the process exits."""
 
-    def __init__(self, wait: Callable[[], int], out: str, err: str) -> None:
-        self._wait, self.out, self.err = wait, out, err
+    def __init__(self, wait: Callable[[], int], out: str, err: str,
+                 poll: Callable[[], int | None], ran: Path | None = None) -> None:
+        self._wait, self.out, self.err, self._poll, self.ran = wait, out, err, poll, ran
+
+    def staying(self, ran: Path) -> Started:
+        """The same run, ending when the step says so in ``ran``."""
+        return Started(self._wait, self.out, self.err, self._poll, ran)
+
+    def next_run(self, out: str, err: str) -> Started:
+        """The same process's next run (a step that stayed), its output in ``out`` and ``err``."""
+        return Started(self._wait, out, err, self._poll)
+
+    def _code(self) -> int:
+        if self.ran is None:
+            return self._wait()
+        while True:
+            code = self._poll()
+            if code is not None:
+                return code
+            try:
+                return int(self.ran.read_text())
+            except (FileNotFoundError, ValueError):
+                time.sleep(POLL_S)
 
     def wait(self) -> Finished:
-        code = self._wait()
+        code = self._code()
         texts = []
         for path in (self.out, self.err):
             texts.append(Path(path).read_text(errors="replace") if Path(path).exists() else "")
@@ -77,7 +102,8 @@ class _Launcher:
     def __init__(self) -> None:
         self.scratch = tempfile.TemporaryDirectory(prefix="bookjob-steps-")
 
-    def _outputs(self) -> tuple[str, str]:
+    def outputs(self) -> tuple[str, str]:
+        """Two new files for a step run's stdout and stderr."""
         out = tempfile.NamedTemporaryFile(dir=self.scratch.name, suffix=".out", delete=False).name
         return out, out.removesuffix(".out") + ".err"
 
@@ -95,11 +121,11 @@ class ExecLauncher(_Launcher):
     """A fresh interpreter per step: ``python -m module args``."""
 
     def start(self, module: str, argv: list[str], env: dict[str, str] | None = None) -> Started:
-        out, err = self._outputs()
+        out, err = self.outputs()
         with open(out, "wb") as stdout, open(err, "wb") as stderr:
             process = subprocess.Popen([sys.executable, "-m", module, *argv], stdout=stdout,
                                        stderr=stderr, env={**os.environ, **(env or {})})
-        return Started(process.wait, out, err)
+        return Started(process.wait, out, err, process.poll)
 
 
 class WarmLauncher(_Launcher):
@@ -111,7 +137,7 @@ class WarmLauncher(_Launcher):
         self.context.set_forkserver_preload(preload)
 
     def start(self, module: str, argv: list[str], env: dict[str, str] | None = None) -> Started:
-        out, err = self._outputs()
+        out, err = self.outputs()
         process = self.context.Process(target=_step_main,
                                        args=(module, argv, {**os.environ, **(env or {})}, out, err))
         process.start()
@@ -119,7 +145,7 @@ class WarmLauncher(_Launcher):
         def wait() -> int:
             process.join()
             return process.exitcode if process.exitcode is not None else 1
-        return Started(wait, out, err)
+        return Started(wait, out, err, lambda: process.exitcode)
 
 
 def start_early(s3: bool = False) -> None:

@@ -8,9 +8,11 @@ each step of a chain is started while the one before it runs and waits for the g
 meanwhile; with every core busy it would only compete with the work. A step that takes pages
 ahead (``Step.pages_ahead``: the render step) is let go with the first try of the step before
 it, and sets each page as soon as that step reports it stored; if that try fails, it is stopped
-and runs afresh after the retry, keeping the pages it set. In a job of two passes
-the next pass's first render step starts as soon as this pass's pages are made (its arguments
-come with the go-ahead), so its browser boots while this pass assembles. Transient failures are
+and runs afresh after the retry, keeping the pages it set. In a job of two passes the first
+chunk's render step stays for the next pass (:mod:`steps.protocol`): the same process, its
+browser up, sets the next pass's first chunk, so a job starts one browser, not two; if it did
+not stay (its run failed), the next pass's render step starts as soon as this pass's pages are
+made, its browser booting while this pass assembles. Transient failures are
 retried as the spec says; exit code 3 (bad input) is not. A step's output goes to
 ``jobs/{job_id}/logs/{run_id}/`` in the store (each run keeps its own). While chunk steps run,
 the pages they report stored are passed to ``pages`` (the CLI's progress bars).
@@ -35,7 +37,17 @@ from pipeline.spec import ON_EXIT, PARAMETERS, PASSES, Step, steps_for
 from steps.core.job import JobNotFound, JobRecord, Status, read_job
 from steps.core.settings import settings
 from steps.core.store import S3Store, Store, StoreError, log_key
-from steps.protocol import EXIT_INPUT, GO_FILE, last_error, progress_of, say, unchanged_lines, work_seconds
+from steps.protocol import (
+    EXIT_INPUT,
+    GO_FILE,
+    NEXT_GO_FILE,
+    RAN_SUFFIX,
+    last_error,
+    progress_of,
+    say,
+    unchanged_lines,
+    work_seconds,
+)
 
 Progress = Callable[[str], None]
 # (chunk, step, pages done, pages in the chunk): called as a chunk step stores each page
@@ -63,22 +75,46 @@ class StepRun:
 
 class EarlyStart:
     """A step started before the step it follows has finished; it waits for :meth:`go` (or,
-    taking pages ahead, goes with :meth:`follow` and hears :meth:`done`)."""
+    taking pages ahead, goes with :meth:`follow` and hears :meth:`done`). With ``stay``, a run
+    that succeeds leaves the process waiting for the next pass (:meth:`stayed`)."""
 
-    def __init__(self, launcher, step: Step, values: dict[str, str], scratch: Path) -> None:
-        self.step = step
-        self.path = scratch / f"go-{uuid.uuid4().hex}"
-        self.started: Started = launcher.start(step.module, step.argv(values),
-                                               {GO_FILE: str(self.path)})
+    def __init__(self, step: Step, path: Path, started: Started, launcher,
+                 next_path: Path | None = None, outputs: tuple[str, str] | None = None) -> None:
+        self.step, self.path, self.launcher = step, path, launcher
+        self.next_path = next_path              # where it waits after a run, if it stays
+        self.started = started.staying(self._ran) if next_path is not None else started
+        self.outputs = outputs                  # where a process that stayed writes
         self.argv: list[str] | None = None      # what it went with
         self.stopped = False
+
+    @classmethod
+    def start(cls, launcher, step: Step, values: dict[str, str], scratch: Path,
+              stay: bool = False) -> EarlyStart:
+        path = scratch / f"go-{uuid.uuid4().hex}"
+        next_path = scratch / f"go-{uuid.uuid4().hex}" if stay else None
+        env = {GO_FILE: str(path)} | ({NEXT_GO_FILE: str(next_path)} if next_path else {})
+        return cls(step, path, launcher.start(step.module, step.argv(values), env), launcher,
+                   next_path)
+
+    @property
+    def _ran(self) -> Path:
+        return Path(f"{self.next_path}{RAN_SUFFIX}")
+
+    def stayed(self) -> EarlyStart | None:
+        """After this run succeeded: the same process, warm, waiting for the next pass's
+        go-ahead (None if it did not stay)."""
+        if self.next_path is None or not self._ran.exists():
+            return None
+        outputs = self.launcher.outputs()
+        return EarlyStart(self.step, self.next_path, self.started.next_run(*outputs),
+                          self.launcher, outputs=outputs)
 
     def go(self, argv: list[str]) -> Started:
         """Go ahead, with the step's arguments (it may have been started before they were
         known); a step already following goes on as it is."""
         if self.argv is None:
             self.argv = argv
-            say(self.path, "go", argv)
+            say(self.path, "go", argv, self.outputs)
         return self.started
 
     def follow(self, values: dict[str, str], after: str) -> None:
@@ -89,7 +125,7 @@ class EarlyStart:
     def done(self) -> None:
         """The step before succeeded: every page is there."""
         if self.argv is not None:
-            say(self.path, "done", self.argv)
+            say(self.path, "done", self.argv, self.outputs)
 
     def cancel(self) -> None:
         if not self.stopped:
@@ -129,7 +165,7 @@ class LocalEngine:
         self.retry_delay_s = retry_delay_s
         self.runs: list[StepRun] = []
         self._lock = threading.Lock()
-        self._ahead: EarlyStart | None = None
+        self._ahead: tuple[str, EarlyStart] | None = None  # (the pass it is for, the step)
 
     def run(self, stage: str) -> list[StepRun]:
         """Run every pass of ``stage``; raises :class:`StepFailed` after marking the job failed."""
@@ -143,7 +179,7 @@ class LocalEngine:
                         self._run_pass(pass_stage, Path(scratch), passes[i + 1:])
                 finally:
                     if self._ahead is not None:
-                        self._ahead.cancel()
+                        self._ahead[1].cancel()
         finally:
             self.launcher.close()
         return self.runs
@@ -157,12 +193,16 @@ class LocalEngine:
                       "gpu_face_backends": "", "pages": ""}
             for step in steps_for(next_pass):
                 values.update({p.strip("{}"): "" for p in step.outputs.values()})
-            self._ahead = EarlyStart(self.launcher, chain[1], values, scratch)
+            self._ahead = (next_pass, EarlyStart.start(self.launcher, chain[1], values, scratch))
 
-    def _take_ahead(self, step: Step) -> EarlyStart | None:
+    def _take_ahead(self, pass_stage: str, step: Step) -> EarlyStart | None:
+        """The step started ahead for this pass, if it is ``step`` (one for another step is
+        of no use: it is stopped; one for a later pass is left for it)."""
         with self._lock:
-            ahead, self._ahead = self._ahead, None
-        if ahead is not None and ahead.step is not step:
+            if self._ahead is None or self._ahead[0] != pass_stage:
+                return None
+            (_, ahead), self._ahead = self._ahead, None
+        if ahead.step is not step:
             ahead.cancel()
             return None
         return ahead
@@ -184,27 +224,38 @@ class LocalEngine:
                 chain = [s for s in ordered if s.fan_out == step.fan_out]
                 if step is chain[0]:
                     chunks = json.loads(Path(values[lists[step.fan_out]]).read_text())
-                    self._run_chunks(chain, chunks, values, scratch)
-                    if later and chain == main_chain:
-                        self._start_ahead(later[0], scratch)
+                    next_pass = later[0] if later and chain == main_chain else None
+                    self._run_chunks(chain, chunks, values, scratch, next_pass)
+                    if next_pass and self._ahead is None:  # none stayed for it
+                        self._start_ahead(next_pass, scratch)
                 continue
             self._run_step(step, values, None)
 
     def _run_chunks(self, chain: list[Step], chunks: list[str], values: dict[str, str],
-                    scratch: Path) -> None:
+                    scratch: Path, next_pass: str | None = None) -> None:
+        """Each chunk's chain of steps, chunks side by side. With ``next_pass``, the first
+        chunk's last step (the render step), started early, stays for that pass: the same
+        process, its browser up, does that pass's first chunk."""
         def one_chunk(pages: str) -> None:
             chunk_values = {**values, "pages": pages}
             early = None
             for i, step in enumerate(chain):
-                following = self._take_ahead(chain[i + 1]) if i + 1 < len(chain) else None
+                following = self._take_ahead(values["pass_stage"], chain[i + 1]) \
+                    if i + 1 < len(chain) else None
                 if following is None and i + 1 < len(chain):
-                    following = EarlyStart(self.launcher, chain[i + 1], chunk_values, scratch)
+                    stay = next_pass is not None and pages == chunks[0] and i + 2 == len(chain)
+                    following = EarlyStart.start(self.launcher, chain[i + 1], chunk_values,
+                                                 scratch, stay)
                 try:
                     self._run_step(step, chunk_values, pages, early, following)
                 except BaseException:
                     if following is not None:
                         following.cancel()
                     raise
+                held = early.stayed() if early is not None and next_pass else None
+                if held is not None:
+                    with self._lock:
+                        self._ahead = (next_pass, held)
                 early = following if following is not None and not following.stopped else None
 
         if not chunks:

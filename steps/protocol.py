@@ -18,6 +18,11 @@ A step is ``python -m steps.<name> ARGS``. What comes back to the engine:
   making the chunk's pages. Its ``--after`` argument names that step's stderr; it takes each
   page once a progress line there says it is finished (:class:`PagesAhead`), until the go-file
   says ``done`` (the step before succeeded: every page is there) or ``stop``.
+- **staying for the next pass** (one machine): a step started with ``$BOOKJOB_NEXT_GO_FILE``
+  as well does not exit after a run that succeeds: it writes the exit code to that path plus
+  :data:`RAN_SUFFIX` and waits there, warm (the render step: its browser), for the next pass's
+  go-ahead, which carries that run's arguments and the files its stdout and stderr go to
+  (:func:`say`); ``stop``, or the engine gone, and it exits.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ TIMING_PREFIX = "bookjob-timing "
 PROGRESS_PREFIX = "bookjob-progress "
 UNCHANGED = ": unchanged, skipped"
 GO_FILE = "BOOKJOB_GO_FILE"
+NEXT_GO_FILE = "BOOKJOB_NEXT_GO_FILE"
+RAN_SUFFIX = ".ran"
 
 
 def error_line(message: str) -> str:
@@ -86,18 +93,35 @@ def unchanged_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.endswith(UNCHANGED)]
 
 
-def say(path: Path, word: str, argv: list[str] | None = None) -> None:
-    """Engine side of the handshake: write ``go`` (with the step's arguments, if given) or
-    ``stop``, atomically, so the step never reads half a word."""
+def say(path: Path, word: str, argv: list[str] | None = None,
+        outputs: tuple[str, str] | None = None) -> None:
+    """Engine side of the handshake: write ``go`` (with the step's arguments, if given, and for
+    a step that stayed the files of its stdout and stderr) or ``stop``, atomically, so the step
+    never reads half a word."""
+    lines = [word] + ([json.dumps(argv)] if argv is not None else []) + (
+        [json.dumps(list(outputs))] if outputs is not None else [])
     temporary = path.with_suffix(".tmp")
-    temporary.write_text(word if argv is None else f"{word}\n{json.dumps(argv)}")
+    temporary.write_text("\n".join(lines))
     temporary.replace(path)
 
 
 def go_arguments(path: str) -> list[str] | None:
     """The arguments a ``go`` carried, or None if it carried none."""
-    _, _, argv = Path(path).read_text().partition("\n")
-    return json.loads(argv) if argv else None
+    lines = Path(path).read_text().split("\n")
+    return json.loads(lines[1]) if len(lines) > 1 else None
+
+
+def go_outputs(path: str) -> tuple[str, str] | None:
+    """The stdout and stderr files a ``go`` for a step that stayed named, or None."""
+    lines = Path(path).read_text().split("\n")
+    return tuple(json.loads(lines[2])) if len(lines) > 2 else None
+
+
+def ran(path: str, code: int) -> None:
+    """Step side, staying for the next pass: the run it did ended with ``code``."""
+    temporary = Path(path + RAN_SUFFIX + ".tmp")
+    temporary.write_text(str(code))
+    temporary.replace(path + RAN_SUFFIX)
 
 
 def wait_for_go(path: str, parent: int, poll_s: float = 0.005) -> bool:

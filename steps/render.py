@@ -111,7 +111,8 @@ def render_pages(store: Store, job_id: str, loaded: LoadedBook, pages: list[int]
     with contextlib.ExitStack() as stack, \
             ThreadPoolExecutor(max_workers=2, thread_name_prefix="page") as pool, \
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="text") as text:
-        renderer = stack.enter_context(warm) if warm is not None else None
+        renderer = warm  # the caller closes it: it may serve the next pass too
+        earlier = len(warm.blocked_requests) if warm is not None else 0  # a pass before's
         started: deque = deque()  # (num, inputs, blocks, decoding, text layer) under way
         encoding = None  # (num, inputs, the encoding of its final page): the last composited
 
@@ -151,9 +152,10 @@ def render_pages(store: Store, job_id: str, loaded: LoadedBook, pages: list[int]
             finish(*started.popleft())
         if encoding is not None:
             stored(store_page(store, job_id, *encoding))
-        if renderer is not None and renderer.blocked_requests:
-            print(f"render: blocked {len(renderer.blocked_requests)} request(s) that were not the "
-                  f"book's: {', '.join(renderer.blocked_requests[:5])}", file=sys.stderr)
+        blocked = renderer.blocked_requests[earlier:] if renderer is not None else []
+        if blocked:
+            print(f"render: blocked {len(blocked)} request(s) that were not the book's: "
+                  f"{', '.join(blocked[:5])}", file=sys.stderr)
     runner.report_progress(len(pages), len(pages))
     return made
 

@@ -7,7 +7,7 @@ server, the browser) or a :class:`~steps.core.errors.SetupError` is one line and
 anything else is a crash: the traceback goes to the step's log (stderr) and the exit code is 1.
 The engines retry all of these. Each step reports its own work time on stderr as one timing
 line, for the benchmarks. A step started early (``$BOOKJOB_GO_FILE``) warms up, then waits
-for the go-ahead.
+for the go-ahead; one told to stay (``$BOOKJOB_NEXT_GO_FILE``) then does the next pass's run.
 """
 
 from __future__ import annotations
@@ -29,8 +29,11 @@ from steps.protocol import (
     EXIT_INPUT,
     EXIT_OK,
     GO_FILE,
+    NEXT_GO_FILE,
     error_line,
     go_arguments,
+    go_outputs,
+    ran,
     timing_line,
     wait_for_go,
 )
@@ -83,11 +86,14 @@ def run(step: str, args: argparse.Namespace, work: Callable[..., None],
     With ``warm_up``, ``work(args, warm)`` gets what ``warm_up(args)`` made (it must return at
     once, its work going on in the background, and have a ``close()``) when the engine started
     the step early, else None; a warm-up that fails is simply not used. With ``parse``, the
-    go-ahead may bring the step's arguments (they replace ``args``).
+    go-ahead may bring the step's arguments (they replace ``args``), and the step may stay for
+    the next pass (``$BOOKJOB_NEXT_GO_FILE``): after a run that succeeds it waits there, warm,
+    and does that pass's run too.
     """
     parent = os.getppid()
     warm = None
     go = os.environ.pop(GO_FILE, "")
+    stay = os.environ.pop(NEXT_GO_FILE, "") if parse is not None else ""
     if go:
         if warm_up is not None:
             try:
@@ -99,14 +105,48 @@ def run(step: str, args: argparse.Namespace, work: Callable[..., None],
                 warm.close()
             sys.exit(EXIT_OK)
         argv = go_arguments(go) if parse is not None else None
-        if argv is not None:
+        if argv is not None and parse is not None:
             args = parse(argv)
+    try:
+        code = _run_once(step, args, go, work, warm, warm_up is not None)
+        if code == EXIT_OK and stay and parse is not None:
+            ran(stay, code)
+            print(f"{step}: staying for the next pass (process {os.getpid()})", file=sys.stderr,
+                  flush=True)
+            if wait_for_go(stay, parent):
+                _take_outputs(stay)
+                print(f"{step}: the process of the pass before, warm (process {os.getpid()})",
+                      file=sys.stderr, flush=True)
+                code = _run_once(step, parse(go_arguments(stay) or []), stay, work, warm,
+                                 warm_up is not None)
+    finally:
+        if warm is not None:
+            warm.close()
+    sys.exit(code)
+
+
+def _take_outputs(go: str) -> None:
+    """Send stdout and stderr to the files the go-ahead names (a run of its own)."""
+    outputs = go_outputs(go)
+    if outputs is None:
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    for fd, path in zip((1, 2), outputs, strict=True):
+        target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.dup2(target, fd)
+        os.close(target)
+
+
+def _run_once(step: str, args: argparse.Namespace, go: str, work: Callable[..., None],
+              warm: Any, warmable: bool) -> int:
+    """One run of the step's work; its exit code (the failure reported as the engines expect)."""
     args.go_file = go                   # a step taking pages ahead hears done/stop there
     started = time.perf_counter()
     code = EXIT_OK
     faults.arm(step)
     try:
-        if warm_up is None:
+        if not warmable:
             work(args)
         else:
             work(args, warm)
@@ -129,8 +169,5 @@ def run(step: str, args: argparse.Namespace, work: Callable[..., None],
     except Exception:  # noqa: BLE001 - a crash is reported and retried, never swallowed
         code = EXIT_FAILURE
         traceback.print_exc()
-    finally:
-        if warm is not None:
-            warm.close()
     print(timing_line(step, time.perf_counter() - started, code), file=sys.stderr, flush=True)
-    sys.exit(code)
+    return code
