@@ -4,7 +4,9 @@ Pages that need a face get the child's face in their face slot (CPU backend ``cl
 eye-aligned similarity warp, feathered elliptical mask, colour matched to the illustration,
 seamless blend; production backend ``comfyui``: a ComfyUI server, see :mod:`steps.backends.comfyui`);
 the others are the base illustration. Both are resized to the book's page size and written as
-``layout/{job_id}/pages/page_XX_bg.png`` with the book's DPI. The face backend is made once
+``layout/{job_id}/pages/page_XX_bg.png`` with the book's DPI, except that a page without a face
+whose base image is a plain RGB PNG of that size already is stored as it is (nothing to decode
+or encode; the final page carries the DPI). The face backend is made once
 per chunk (one photo decode, one model or connection for all its pages). Each face page gets a
 seed: the one recorded in the analysis's ``generation_retry.seeds`` (a regeneration's fresh
 seeds are drawn there by ``plan``), else one fixed per job and page, which is then recorded.
@@ -23,7 +25,7 @@ from steps.backends.base import FACE_TRANSFERS, FaceRequest, face_transfer
 from steps.core import artifacts
 from steps.core.analysis import Analysis, child_prompt
 from steps.core.errors import InputError
-from steps.core.images import encode_png, load_page, load_photo
+from steps.core.images import encode_png, load_page, load_photo, usable_as_is
 from steps.core.job import JobRecord, read_job, update_job
 from steps.core.manifest import LoadedBook, load_book
 from steps.core.settings import settings
@@ -88,27 +90,25 @@ def make_backgrounds(store: Store, job_id: str, loaded: LoadedBook, pages: list[
             inputs = artifacts.fingerprint(code, backend, base, book.output, page.model_dump(
                 include={"needs_face_swap", "face", "prompt", "negative_prompt"}), *face)
             kept = artifacts.reuse(store, record, "page_bg_png", num, inputs)
-            if kept is not None:
-                made.append(kept)
-                print(progress_line("backgrounds", num, len(made), len(pages)), file=sys.stderr,
-                      flush=True)
-                continue
-            image = load_page(base, book.output.page_size_px, what=f"base image of page {num}")
-            if page.needs_face_swap:
-                if transfer is None:
-                    if record.analysis is None:
-                        raise InputError("not_analyzed", f"Job {job_id} has no analysis yet; run "
-                                                         "the prepay stage first.")
-                    transfer = face_transfer(backend)(load_photo(photo_bytes()), record.analysis,
-                                                      **(options or {}))
-                request = FaceRequest(num, (page.face.left_eye, page.face.right_eye),
-                                      page_prompt(page.prompt, record.analysis),
-                                      page.negative_prompt, seeds[num])
-                image = transfer(image, request)
-            made.append(artifacts.put(store, page_bg_key(job_id, num),
-                                      encode_png(image, book.output.dpi), "page_bg_png", num,
-                                      inputs))
-            artifacts.record(store, job_id, made[-1:])   # the page appears in the record now
+            if kept is None:
+                if page.needs_face_swap or not usable_as_is(base, book.output.page_size_px):
+                    image = load_page(base, book.output.page_size_px, what=f"base image of page {num}")
+                    if page.needs_face_swap:
+                        if transfer is None:
+                            if record.analysis is None:
+                                raise InputError("not_analyzed", f"Job {job_id} has no analysis "
+                                                                 "yet; run the prepay stage first.")
+                            transfer = face_transfer(backend)(load_photo(photo_bytes()),
+                                                              record.analysis, **(options or {}))
+                        request = FaceRequest(num, (page.face.left_eye, page.face.right_eye),
+                                              page_prompt(page.prompt, record.analysis),
+                                              page.negative_prompt, seeds[num])
+                        image = transfer(image, request)
+                    base = encode_png(image, book.output.dpi)
+                # else the book's own file is the background as it is: nothing to decode
+                kept = artifacts.put(store, page_bg_key(job_id, num), base, "page_bg_png", num, inputs)
+                artifacts.record(store, job_id, [kept])   # the page appears in the record now
+            made.append(kept)
             print(progress_line("backgrounds", num, len(made), len(pages)), file=sys.stderr,
                   flush=True)
     finally:

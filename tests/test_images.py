@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -112,8 +114,6 @@ def _png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
 
 @pytest.mark.parametrize("mode", ["RGB", "L", "RGBA", "P"])
 def test_print_png_is_lossless_valid_and_filtered_up(photo, mode):
-    import zlib
-
     page = photo.convert(mode)
     data = encode_png(page, 150)
     with Image.open(io.BytesIO(data)) as checked:
@@ -162,3 +162,29 @@ def test_own_pngs_decode_to_the_pixels_encoded(photo):
     assert np.array_equal(decode_own_png(encode_png(pixels, 300)), pixels)
     # a PNG of another encoder (Pillow's filters) decodes the same through OpenCV
     assert np.array_equal(decode_own_png(png_bytes(photo.convert("RGB"))), pixels)
+
+
+def test_a_plain_rgb_png_of_the_page_size_is_usable_as_it_is(photo):
+    """A page without a face keeps the book's own file as its background when that file is a
+    whole, undamaged 8-bit RGB PNG of the page size without transparency; anything else is
+    decoded (and refused there if broken)."""
+    from steps.core.images import usable_as_is
+
+    rgb = png_bytes(photo.convert("RGB"))
+    assert usable_as_is(rgb, photo.size)
+    assert not usable_as_is(rgb, (photo.width + 1, photo.height))          # another size
+    assert not usable_as_is(rgb, (photo.width, photo.height - 1))
+    for other in (photo.convert("RGBA"), photo.convert("L"), photo.convert("P")):
+        assert not usable_as_is(png_bytes(other), photo.size)
+    with_trns = png_bytes(photo.convert("RGB"), transparency=(0, 0, 0))
+    assert b"tRNS" in with_trns and not usable_as_is(with_trns, photo.size)
+    header = rgb[16:28] + b"\x01"                                            # Adam7, CRC right
+    interlaced = rgb[:16] + header + struct.pack(">I", zlib.crc32(header, zlib.crc32(b"IHDR"))) + rgb[33:]
+    assert not usable_as_is(interlaced, photo.size)
+    sixteen = Image.fromarray(np.asarray(photo.convert("L"), np.uint16) * 257)
+    assert not usable_as_is(png_bytes(sixteen), photo.size)
+    assert not usable_as_is(rgb[:-12], photo.size)                          # no IEND
+    assert not usable_as_is(rgb[:len(rgb) // 2], photo.size)                # truncated
+    at = rgb.index(b"IDAT") + 40
+    assert not usable_as_is(rgb[:at] + bytes([rgb[at] ^ 1]) + rgb[at + 1:], photo.size)  # one bit
+    assert not usable_as_is(b"GIF89a" + rgb[6:], photo.size)

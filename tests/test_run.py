@@ -218,3 +218,29 @@ def test_demo(tmp_path):
     store = LocalStore(tmp_path / "store")
     assert image(store, pages[0]["key"]).size == (2480, 2480)
     assert "step durations" in done.stderr or "\u2713" in done.stderr
+
+
+def test_a_page_without_a_face_keeps_the_books_own_file_as_its_background(small_book, tmp_path):
+    """Page 2 has no face: its base image, a plain RGB PNG at the page size, is stored as its
+    background byte for byte (nothing decoded or encoded); the face page is made and encoded;
+    the final page is the base image's pixels with the text set over them."""
+    import shutil
+
+    import yaml
+
+    book = tmp_path / "book"
+    shutil.copytree(small_book, book)
+    manifest = yaml.safe_load((book / "book.yaml").read_text())
+    size = tuple(manifest["output"]["page_size_px"])
+    base = Image.open(book / "pages" / "p2.png").convert("RGB").resize(size)
+    base.save(book / "pages" / "p2.png")
+    store = LocalStore(tmp_path / "store")
+    bookjob("run", str(book), "--photo", str(DEMO / "photo.jpg"), "--name", "Mia", "--age", "5",
+            "--gender", "girl", "--job-id", "asis-1", "--store", str(store.root))
+    assert store.read("layout/asis-1/pages/page_02_bg.png") == (book / "pages" / "p2.png").read_bytes()
+    face_bg = store.read("layout/asis-1/pages/page_01_bg.png")
+    assert face_bg[12:16] == b"IHDR" and face_bg[37:41] == b"pHYs"  # made and encoded by bookjob
+    final = np.asarray(image(store, "layout/asis-1/pages/page_02.png").convert("RGB"))
+    text_bottom = int(size[1] * 0.27) + 1  # the text box ends at 5% + 22% of the height
+    assert np.array_equal(final[text_bottom:], np.asarray(base)[text_bottom:])
+    assert not np.array_equal(final[:text_bottom], np.asarray(base)[:text_bottom])  # text set

@@ -111,6 +111,31 @@ def load_page(data: bytes, size: tuple[int, int], what: str = "page image") -> n
     return np.asarray(image)
 
 
+def usable_as_is(data: bytes, size: tuple[int, int]) -> bool:
+    """Whether a book's page image can be a page's background as it is (a page without a face
+    needs no decoding or encoding then): an 8-bit RGB PNG without transparency, not
+    interlaced, exactly ``size`` (width, height), whole (it ends with IEND) and with every
+    chunk's checksum right. A truncated or damaged file is not; :func:`load_page` refuses it."""
+    if len(data) < 33 or not data.startswith(PNG_SIGNATURE) or data[12:16] != b"IHDR":
+        return False
+    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", data[16:29])
+    if (width, height) != tuple(size) or (depth, colour, interlace) != (8, 2, 0):
+        return False
+    at = 8
+    while at + 12 <= len(data):
+        length, kind = struct.unpack(">I4s", data[at:at + 8])
+        end = at + 12 + length
+        if end > len(data) or kind == b"tRNS":
+            return False
+        (crc,) = struct.unpack(">I", data[end - 4:end])
+        if zlib.crc32(data[at + 8:end - 4], zlib.crc32(kind)) != crc:
+            return False
+        if kind == b"IEND":
+            return True
+        at = end
+    return False
+
+
 def _plain_png(data: bytes) -> np.ndarray | None:
     """An 8-bit RGB PNG without transparency (what illustrations usually are), decoded by
     libvips (its PNG loader on zlib-ng: the same pixels as Pillow's decoder in under half the time;
