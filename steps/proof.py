@@ -256,7 +256,8 @@ class Proof:
                 blocks = [block_for(self.book, layer, text) for layer, text in texts if text.strip()]
                 drawn = renderer.text_layer(blocks, (width, height)) if blocks else None
                 if drawn is not None:  # the text laid out at full size, then scaled down
-                    (x0, y0, x1, y1), layer = drawn
+                    (x0, y0, x1, y1), pixels = drawn
+                    layer = Image.fromarray(pixels, "RGBA")
                     small = layer.resize((max(1, round((x1 - x0) * scale)),
                                           max(1, round((y1 - y0) * scale))), Image.Resampling.BOX)
                     thumb.paste(small, (round(x0 * scale), round(y0 * scale)), small)

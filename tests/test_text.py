@@ -209,8 +209,31 @@ def test_rendering_is_deterministic(renderer):
     assert first.tobytes() != page.tobytes()
 
 
-def test_the_render_steps_composite_matches_render(renderer):
-    """The render step composites onto OpenCV's BGR array; same pixels as the RGB path."""
+def test_the_composite_is_pillows_alpha_composite_for_every_value():
+    """composite() blends only where the layer is not transparent, with Pillow's integer
+    arithmetic: every (text colour, page colour, alpha) gives Image.alpha_composite's pixel."""
+    from steps.backends.typesetter import composite
+
+    value = np.arange(256, dtype=np.uint8)
+    src, dst, alpha = (a.reshape(-1) for a in np.meshgrid(value, value, value, indexing="ij"))
+    side = 4096                                             # 256³ pixels, one for each triple
+    layer = np.stack([src, 255 - src, src // 2 + 7, alpha], axis=1).reshape(side, side, 4)
+    page = np.stack([dst, dst // 3, 255 - dst], axis=1).reshape(side, side, 3)
+    expected = Image.alpha_composite(Image.fromarray(page).convert("RGBA"), Image.fromarray(layer, "RGBA"))
+    blended = page.copy()
+    composite(blended, (0, 0, side, side), layer)
+    assert np.array_equal(blended, np.asarray(expected.convert("RGB")))
+    # at an offset, only the region changes, and nothing where the layer is transparent
+    canvas = np.full((20, 30, 3), 9, np.uint8)
+    spot = np.zeros((5, 6, 4), np.uint8)
+    spot[2, 3] = (200, 100, 50, 128)
+    composite(canvas, (10, 4, 16, 9), spot)
+    changed = np.argwhere((canvas != 9).any(axis=2))
+    assert changed.tolist() == [[6, 13]] and canvas[6, 13].tolist() == [105, 55, 30]
+
+
+def test_the_text_layer_sets_the_pages_text(renderer):
+    """render() is text_layer() composited: text where the blocks are, the page elsewhere."""
     from steps.backends.typesetter import composite
 
     rng = np.random.default_rng(7)
@@ -219,10 +242,16 @@ def test_the_render_steps_composite_matches_render(renderer):
               TextBlock("the end", (300, 200, 300, 80), "BookFace", 40, font_weight="bold")]
     drawn = np.asarray(renderer.render(page, blocks))
     region, layer = renderer.text_layer(blocks, page.size)
-    bgr = np.asarray(page)[:, :, ::-1].copy()
-    composite(bgr, region, layer, bgr=True)
-    assert np.array_equal(bgr[:, :, ::-1], drawn)
+    assert layer.dtype == np.uint8 and layer.shape == (region[3] - region[1], region[2] - region[0], 4)
+    pixels = np.array(page)
+    composite(pixels, region, layer)
+    assert np.array_equal(pixels, drawn)
     assert not np.array_equal(drawn, np.asarray(page))
+    x0, y0, x1, y1 = region
+    outside = np.ones(drawn.shape[:2], bool)
+    outside[y0:y1, x0:x1] = False
+    assert np.array_equal(drawn[outside], np.asarray(page)[outside])
+
 
 def test_zero_blocks_returns_a_copy_without_a_browser():
     page = Image.new("RGB", (50, 40), (1, 2, 3))

@@ -19,13 +19,13 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from io import BytesIO
 
 import numpy as np
 from PIL import Image
 
 from steps.backends.browser import find_chromium  # noqa: F401 - re-exported for callers
 from steps.backends.chromium import Browser, Tab
+from steps.core.images import decode_rgba
 
 ORIGIN = "https://book.invalid"
 FALLBACK_FONTS = '"Noto Sans", "Noto Naskh Arabic", "Noto Sans Arabic", "DejaVu Sans", sans-serif'
@@ -221,15 +221,19 @@ def union_region(boxes: Sequence[tuple[int, int, int, int]], size: tuple[int, in
     return (x0, y0, x1, y1) if x0 < x1 and y0 < y1 else None
 
 
-def composite(page: np.ndarray, region: tuple[int, int, int, int], layer: Image.Image,
-              bgr: bool = False) -> None:
-    """Alpha-composite the RGBA ``layer`` over ``region`` (x0, y0, x1, y1) of the RGB (or, with
-    ``bgr``, OpenCV's BGR) array ``page``, in place, with Pillow's arithmetic."""
-    x0, y0, x1, y1 = region
-    order = slice(None, None, -1) if bgr else slice(None)
-    patch = Image.fromarray(np.ascontiguousarray(page[y0:y1, x0:x1, order])).convert("RGBA")
-    patch.alpha_composite(layer)
-    page[y0:y1, x0:x1] = np.asarray(patch.convert("RGB"))[:, :, order]
+def composite(page: np.ndarray, region: tuple[int, int, int, int], layer: np.ndarray) -> None:
+    """Alpha-composite the RGBA ``layer`` (HxWx4) over ``region`` (x0, y0, x1, y1) of the RGB
+    array ``page``, in place, where the layer is not transparent (text covers a small part of
+    its region), with Pillow's integer arithmetic for an opaque page (``ImagingAlphaComposite``
+    in libImaging/AlphaComposite.c: 7 bits of precision, rounded divisions by 255), so the
+    pixels are those of ``Image.alpha_composite``; tests/test_text.py checks every value."""
+    x0, y0 = region[:2]
+    ys, xs = np.nonzero(layer[:, :, 3])
+    alpha = layer[ys, xs, 3:].astype(np.uint32)
+    src = layer[ys, xs, :3].astype(np.uint32)
+    at = (ys + y0, xs + x0)
+    mixed = (src * alpha + page[at].astype(np.uint32) * (255 - alpha)) * 128 + (0x80 << 7)
+    page[at] = ((((mixed >> 8) + mixed) >> 8) >> 7).astype(np.uint8)
 
 
 class TextRenderer:
@@ -324,9 +328,9 @@ class TextRenderer:
         return Image.fromarray(pixels)
 
     def text_layer(self, blocks: Sequence[TextBlock], size: tuple[int, int]
-                   ) -> tuple[tuple[int, int, int, int], Image.Image] | None:
-        """The blocks' text on a transparent RGBA layer covering ``region`` (x0, y0, x1, y1) of a
-        page of ``size``; None when there is nothing to draw."""
+                   ) -> tuple[tuple[int, int, int, int], np.ndarray] | None:
+        """The blocks' text on a transparent RGBA layer (HxWx4 pixels) covering ``region`` (x0,
+        y0, x1, y1) of a page of ``size``; None when there is nothing to draw."""
         if not blocks:
             return None
         self._layout(blocks, size)
@@ -334,6 +338,4 @@ class TextRenderer:
         if region is None:
             return None
         x0, y0, x1, y1 = region
-        png = self.tab.screenshot((x0, y0, x1 - x0, y1 - y0))
-        with Image.open(BytesIO(png)) as layer:
-            return region, layer.convert("RGBA")
+        return region, decode_rgba(self.tab.screenshot((x0, y0, x1 - x0, y1 - y0)))

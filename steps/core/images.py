@@ -157,6 +157,18 @@ def _plain_png(data: bytes) -> np.ndarray | None:
     return np.frombuffer(memory, np.uint8).reshape(height, width, 3)  # writable, owns its buffer
 
 
+def decode_rgba(data: bytes) -> np.ndarray:
+    """A PNG the browser made (a text layer: RGBA, or RGB when it has no transparency) as RGBA
+    pixels (HxWx4), decoded by libvips (about three times faster than Pillow)."""
+    vips = _vips()
+    image = vips.Image.new_from_buffer(data, "", access="sequential", fail_on="warning")
+    if image.format != "uchar" or image.bands not in (3, 4):
+        raise ValueError(f"expected an 8-bit RGB or RGBA PNG, got {image.bands} {image.format} bands")
+    if image.bands == 3:
+        image = image.bandjoin(255)
+    return np.frombuffer(image.write_to_memory(), np.uint8).reshape(image.height, image.width, 4)
+
+
 def _vips() -> Any:
     """pyvips, set up for one page at a time: one thread (the steps run side by side on the
     cores already) and no cache of decoded images."""
