@@ -230,6 +230,8 @@ def test_the_composite_is_pillows_alpha_composite_for_every_value():
     composite(canvas, (10, 4, 16, 9), spot)
     changed = np.argwhere((canvas != 9).any(axis=2))
     assert changed.tolist() == [[6, 13]] and canvas[6, 13].tolist() == [105, 55, 30]
+    with pytest.raises(ValueError, match="contiguous"):
+        composite(canvas[:, ::2], (0, 0, 6, 5), spot)   # a view it could not write through
 
 
 def test_the_text_layer_sets_the_pages_text(renderer):

@@ -227,13 +227,18 @@ def composite(page: np.ndarray, region: tuple[int, int, int, int], layer: np.nda
     its region), with Pillow's integer arithmetic for an opaque page (``ImagingAlphaComposite``
     in libImaging/AlphaComposite.c: 7 bits of precision, rounded divisions by 255), so the
     pixels are those of ``Image.alpha_composite``; tests/test_text.py checks every value."""
+    if not page.flags.c_contiguous:
+        raise ValueError("composite() draws on a contiguous page array (np.ascontiguousarray).")
     x0, y0 = region[:2]
-    ys, xs = np.nonzero(layer[:, :, 3])
-    alpha = layer[ys, xs, 3:].astype(np.uint32)
-    src = layer[ys, xs, :3].astype(np.uint32)
-    at = (ys + y0, xs + x0)
-    mixed = (src * alpha + page[at].astype(np.uint32) * (255 - alpha)) * 128 + (0x80 << 7)
-    page[at] = ((((mixed >> 8) + mixed) >> 8) >> 7).astype(np.uint8)
+    width = layer.shape[1]
+    drawn = np.flatnonzero(layer[:, :, 3])             # where the layer is not transparent
+    text = layer.reshape(-1, 4).take(drawn, axis=0).astype(np.uint16)
+    pixels = page.reshape(-1, 3)                        # a view: the page is one block
+    at = drawn + (drawn // width) * (page.shape[1] - width) + y0 * page.shape[1] + x0
+    alpha = text[:, 3:]
+    # Pillow's ((m >> 8) + m) >> 15 with m = 128 * w is (w + (w >> 8)) >> 8: all in 16 bits
+    mixed = text[:, :3] * alpha + pixels.take(at, axis=0) * (255 - alpha) + 128
+    pixels[at] = ((mixed + (mixed >> 8)) >> 8).astype(np.uint8)
 
 
 class TextRenderer:
