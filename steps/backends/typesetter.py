@@ -201,6 +201,13 @@ _FIT_JS = """async (limits) => {
 }"""
 
 
+# One round trip a page: swap the page in, then fit its text.
+_LAYOUT_JS = f"""async ([css, body, limits]) => {{
+  ({_SWAP_JS})([css, body]);
+  return await ({_FIT_JS})(limits);
+}}"""
+
+
 # Loads every font face the shell document declares (they load lazily, on first use, otherwise).
 _LOAD_FONTS_JS = """async () => {
   await Promise.allSettled([...document.fonts].map(f => f.load()));
@@ -311,8 +318,8 @@ class TextRenderer:
         tab = self._ready(size)
         self._pages_loaded += 1
         # The body's HTML is built from escaped text only (page_parts): no markup, no URLs.
-        tab.evaluate(_SWAP_JS, list(page_parts(blocks, size)))
-        result = tab.evaluate(_FIT_JS, [[b.font_size_px, b.min_font_size] for b in blocks])
+        result = tab.evaluate(_LAYOUT_JS, [*page_parts(blocks, size),
+                                           [[b.font_size_px, b.min_font_size] for b in blocks]])
         if result["failed"]:
             raise FontLoadError(f"Chromium could not load the font(s) {sorted(set(result['failed']))}.")
         return [float(s) for s in result["sizes"]]
