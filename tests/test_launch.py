@@ -139,3 +139,22 @@ def test_auto_chunks_are_one_per_two_cores_but_never_tiny(monkeypatch):
     assert chunks(list(range(1, 25)), "auto") == [
         ",".join(map(str, range(n, n + 4))) for n in range(1, 25, 4)]   # 6 chunks of 4, not 8
     assert chunks([1, 2, 3], 0) == ["1,2,3"] and chunks([1, 2, 3], 2) == ["1,2", "3"]
+
+
+@pytest.mark.parametrize("kept", [True, False])
+def test_a_step_keeps_freed_page_memory_for_the_next_page(kept):
+    """Making and dropping the arrays of a print page (three at a time, as a step does), page
+    after page: with keep_freed_memory() (every step runs it) glibc reuses the memory; by
+    default it gives most of it back to the kernel and faults fresh pages in each time."""
+    program = ("import resource, numpy as np\n"
+               "from steps.runner import keep_freed_memory\n"
+               f"{'keep_freed_memory()' if kept else ''}\n"
+               "before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+               "for _ in range(20):\n"
+               "    arrays = [np.ones((2480, 2480, 3), np.uint8) for _ in range(3)]; del arrays\n"
+               "print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)\n")
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                          cwd=ROOT, timeout=60, check=True)
+    faults = int(done.stdout)
+    pages = 20 * 3 * 2480 * 2480 * 3 // 4096              # 4 KiB pages touched in all
+    assert (faults < pages // 40) if kept else (faults > pages // 20), faults
