@@ -31,6 +31,8 @@ from steps.core.messages import Child, fill
 from steps.core.store import Store, open_store, page_bg_key, page_key
 from steps.protocol import PagesAhead, progress_line
 
+TEXT_AHEAD = 2  # pages whose text the browser sets before their backgrounds are there
+
 
 def child_values(record: JobRecord) -> Child:
     return Child(name=record.child_name, age=record.child_age or 0, gender=record.child_gender,
@@ -107,7 +109,9 @@ def render_pages(store: Store, job_id: str, loaded: LoadedBook, pages: list[int]
     # Chromium only starts when a page has text to set. Each page is started (its background
     # decoded on a helper thread, its text layer set by the browser's thread) before the page
     # started before it is composited, encoded (helper thread) and stored: the browser sets
-    # one page's text while this thread and the helpers finish the one before.
+    # one page's text while this thread and the helpers finish the one before. Once a browser
+    # is up it sets the text of the next TEXT_AHEAD pages while their backgrounds are still
+    # being made (the text needs none); a page found unchanged then wasted its text layer.
     with contextlib.ExitStack() as stack, \
             ThreadPoolExecutor(max_workers=2, thread_name_prefix="page") as pool, \
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="text") as text:
@@ -130,8 +134,24 @@ def render_pages(store: Store, job_id: str, loaded: LoadedBook, pages: list[int]
                 stored(store_page(store, job_id, *encoding))
             encoding = (num, inputs, pool.submit(encode_png, page, book.output.dpi))
 
+        layers: dict[int, Future | None] = {}  # page: its text layer, set or being set
+
+        def set_text(num: int) -> Future | None:
+            """Start setting page ``num``'s text (once); the browser needs no background for it."""
+            nonlocal renderer
+            if num not in layers:
+                blocks = blocks_for(book, book.page(num), child, language)
+                if blocks:
+                    renderer = renderer or stack.enter_context(TextRenderer(fonts))
+                layers[num] = text.submit(renderer.text_layer, blocks, book.output.page_size_px) \
+                    if blocks and renderer is not None else None
+            return layers[num]
+
         for i, num in enumerate(pages):
             runner.report_progress(i, len(pages))
+            if renderer is not None:  # a browser is up: it sets the next pages' text meanwhile
+                for ahead in pages[i:i + TEXT_AHEAD]:
+                    set_text(ahead)
             if not ready(num):
                 break
             background = store.read(page_bg_key(job_id, num))
@@ -141,10 +161,7 @@ def render_pages(store: Store, job_id: str, loaded: LoadedBook, pages: list[int]
             if kept is not None:
                 stored(kept)
                 continue
-            layer = None
-            if blocks:
-                renderer = renderer or stack.enter_context(TextRenderer(fonts))
-                layer = text.submit(renderer.text_layer, blocks, book.output.page_size_px)
+            layer = set_text(num)
             started.append((num, inputs, blocks, pool.submit(decode_own_png, background), layer))
             if len(started) > 1:
                 finish(*started.popleft())

@@ -119,3 +119,44 @@ def test_a_job_makes_the_same_pages_with_or_without_pages_ahead(small_book, prep
     assert made == prepay_reference["outputs"]
     [log] = list((store / "jobs/ref/logs").glob("*/prepay-render*"))
     assert ("render: pages ahead" in log.read_text()) is ahead_on
+
+
+@pytest.mark.slow
+def test_with_a_browser_up_the_text_of_pages_to_come_is_set_before_their_backgrounds(
+        small_book, prepay_reference, tmp_path):
+    """The text layer needs no background: while the render step waits for page 1's, the warm
+    browser already sets the text of pages 1 and 2 (TEXT_AHEAD); the pages are the same."""
+    import json
+    import shutil
+
+    from steps.backends.typesetter import TextRenderer
+    from steps.core.manifest import load_book
+    from steps.core.store import LocalStore
+    from steps.render import TEXT_AHEAD, book_fonts, render_pages
+
+    assert TEXT_AHEAD == 2
+    root = tmp_path / "store"
+    shutil.copytree(prepay_reference["root"], root)
+    record = json.loads((root / "jobs/ref/job.json").read_text())
+    record["artifacts"] = [a for a in record["artifacts"] if a["kind"] != "page_png"]
+    (root / "jobs/ref/job.json").write_text(json.dumps(record))
+    loaded = load_book(str(small_book))
+    warm = TextRenderer(book_fonts(loaded)).__enter__()
+    seen = []
+
+    def ready(num: int) -> bool:
+        deadline = time.monotonic() + 30
+        while num == 1 and warm._pages_loaded < 2:    # page 2's text, before page 1's background
+            assert time.monotonic() < deadline, "no text was set ahead of the backgrounds"
+            time.sleep(0.01)
+        seen.append((num, warm._pages_loaded))
+        return True
+
+    try:
+        made = render_pages(LocalStore(root), "ref", loaded, [1, 2], warm, ready=ready)
+    finally:
+        warm.close()
+    assert seen == [(1, 2), (2, 2)] and [a.page for a in made] == [1, 2]
+    for n in (1, 2):
+        assert (root / f"layout/ref/pages/page_0{n}.png").read_bytes() == \
+            prepay_reference["outputs"][f"pages/page_0{n}.png"]
