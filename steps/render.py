@@ -73,15 +73,19 @@ def book_fonts(loaded: LoadedBook) -> list:
     return fonts
 
 
+def font_ids(fonts: list) -> list:
+    """What a page depends on of the book's fonts (once per chunk: hashing them is not free)."""
+    return [[f.family, f.weight, f.style, hashlib.sha256(f.data).hexdigest()] for f in fonts]
+
+
 def page_inputs(background: bytes, blocks: list, fonts: list, dpi: int) -> str:
     """What a final page depends on: its background, its text (the child's fields filled in),
-    the book's fonts, the DPI and this code."""
+    the book's fonts (:func:`font_ids`), the DPI and this code."""
     from dataclasses import asdict
 
     return artifacts.fingerprint(
         artifacts.code_version(__name__, "steps.backends.typesetter", "steps.core.images"), background,
-        [asdict(b) for b in blocks],
-        [[f.family, f.weight, f.style, hashlib.sha256(f.data).hexdigest()] for f in fonts], dpi)
+        [asdict(b) for b in blocks], fonts, dpi)
 
 
 def render_pages(store: Store, job_id: str, loaded: LoadedBook, pages: list[int],
@@ -96,6 +100,7 @@ def render_pages(store: Store, job_id: str, loaded: LoadedBook, pages: list[int]
     book = loaded.book
     language = book.edition(record.language)
     fonts = book_fonts(loaded)
+    fonts_used = font_ids(fonts)
     if warm is not None and warm.fonts != fonts:  # warmed up for other fonts: of no use
         warm.close()
         warm = None
@@ -156,7 +161,7 @@ def render_pages(store: Store, job_id: str, loaded: LoadedBook, pages: list[int]
                 break
             background = store.read(page_bg_key(job_id, num))
             blocks = blocks_for(book, book.page(num), child, language)
-            inputs = page_inputs(background, blocks, fonts, book.output.dpi)
+            inputs = page_inputs(background, blocks, fonts_used, book.output.dpi)
             kept = artifacts.reuse(store, record, "page_png", num, inputs)
             if kept is not None:
                 stored(kept)
