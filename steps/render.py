@@ -31,7 +31,7 @@ from steps.core.messages import Child, fill
 from steps.core.store import Store, open_store, page_bg_key, page_key
 from steps.protocol import PagesAhead, progress_line
 
-TEXT_AHEAD = 2  # pages whose text the browser sets before their backgrounds are there
+TEXT_AHEAD = 3  # pages whose text the browser sets in one go (and before their backgrounds)
 
 
 def child_values(record: JobRecord) -> Child:
@@ -114,9 +114,10 @@ def render_pages(store: Store, job_id: str, loaded: LoadedBook, pages: list[int]
     # Chromium only starts when a page has text to set. Each page is started (its background
     # decoded on a helper thread, its text layer set by the browser's thread) before the page
     # started before it is composited, encoded (helper thread) and stored: the browser sets
-    # one page's text while this thread and the helpers finish the one before. Once a browser
-    # is up it sets the text of the next TEXT_AHEAD pages while their backgrounds are still
-    # being made (the text needs none); a page found unchanged then wasted its text layer.
+    # one page's text while this thread and the helpers finish the one before. The browser
+    # sets the text of TEXT_AHEAD pages at a time (one screenshot: less browser work a page)
+    # and, once it is up, of the next TEXT_AHEAD too, while their backgrounds are still being
+    # made (the text needs none); a page then found unchanged wasted its text layer.
     with contextlib.ExitStack() as stack, \
             ThreadPoolExecutor(max_workers=2, thread_name_prefix="page") as pool, \
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="text") as text:
@@ -125,7 +126,8 @@ def render_pages(store: Store, job_id: str, loaded: LoadedBook, pages: list[int]
         started: deque = deque()  # (num, inputs, blocks, decoding, text layer) under way
         encoding = None  # (num, inputs, the encoding of its final page): the last composited
 
-        def finish(num: int, inputs: str, blocks: list, decoding: Future, layer: Future | None) -> None:
+        def finish(num: int, inputs: str, blocks: list, decoding: Future,
+                   layer: tuple[Future, int] | None) -> None:
             nonlocal encoding
             page = decoding.result()
             drawn = _text_layer(layer, book.id)
@@ -139,24 +141,30 @@ def render_pages(store: Store, job_id: str, loaded: LoadedBook, pages: list[int]
                 stored(store_page(store, job_id, *encoding))
             encoding = (num, inputs, pool.submit(encode_png, page, book.output.dpi))
 
-        layers: dict[int, Future | None] = {}  # page: its text layer, set or being set
+        layers: dict[int, tuple[Future, int] | None] = {}  # page: (its batch's layers, its place)
+        asked: set[int] = set()                             # pages whose text was started
 
-        def set_text(num: int) -> Future | None:
-            """Start setting page ``num``'s text (once); the browser needs no background for it."""
+        def set_text(batch: list[int]) -> None:
+            """Start setting the text of ``batch``'s pages not started yet, in one go (one
+            screenshot for them all); the browser needs no background for it."""
             nonlocal renderer
-            if num not in layers:
-                blocks = blocks_for(book, book.page(num), child, language)
-                if blocks:
-                    renderer = renderer or stack.enter_context(TextRenderer(fonts))
-                layers[num] = text.submit(renderer.text_layer, blocks, book.output.page_size_px) \
-                    if blocks and renderer is not None else None
-            return layers[num]
+            todo = [(num, blocks_for(book, book.page(num), child, language)) for num in batch
+                    if num not in asked]
+            asked.update(batch)
+            with_text = [(num, blocks) for num, blocks in todo if blocks]
+            layers.update({num: None for num, blocks in todo if not blocks})
+            if with_text:
+                renderer = renderer or stack.enter_context(TextRenderer(fonts))
+                future = text.submit(renderer.text_layers, [blocks for _, blocks in with_text],
+                                     book.output.page_size_px)
+                layers.update({num: (future, k) for k, (num, _) in enumerate(with_text)})
 
         for i, num in enumerate(pages):
             runner.report_progress(i, len(pages))
-            if renderer is not None:  # a browser is up: it sets the next pages' text meanwhile
-                for ahead in pages[i:i + TEXT_AHEAD]:
-                    set_text(ahead)
+            first = i - i % TEXT_AHEAD  # this page's batch
+            if renderer is not None:  # a browser is up: it sets this batch's text and the next's
+                for start in (first, first + TEXT_AHEAD):
+                    set_text(pages[start:start + TEXT_AHEAD])
             if not ready(num):
                 break
             background = store.read(page_bg_key(job_id, num))
@@ -164,9 +172,11 @@ def render_pages(store: Store, job_id: str, loaded: LoadedBook, pages: list[int]
             inputs = page_inputs(background, blocks, fonts_used, book.output.dpi)
             kept = artifacts.reuse(store, record, "page_png", num, inputs)
             if kept is not None:
+                layers.pop(num, None)
                 stored(kept)
                 continue
-            layer = set_text(num)
+            set_text(pages[first:first + TEXT_AHEAD])
+            layer = layers.pop(num)
             started.append((num, inputs, blocks, pool.submit(decode_own_png, background), layer))
             if len(started) > 1:
                 finish(*started.popleft())
@@ -182,14 +192,17 @@ def render_pages(store: Store, job_id: str, loaded: LoadedBook, pages: list[int]
     return made
 
 
-def _text_layer(layer: Future | None, book_id: str):
-    """The text layer a page's future gives (None: no text); a font Chromium could not load
-    is the book's fault."""
+def _text_layer(layer: tuple[Future, int] | Future | None, book_id: str):
+    """A page's text layer: the ``k``-th of a batch's (``(future, k)``), or a future's; None:
+    no text. A font Chromium could not load is the book's fault."""
     from steps.backends.typesetter import FontLoadError
 
     if layer is None:
         return None
     try:
+        if isinstance(layer, tuple):
+            future, k = layer
+            return future.result()[k]
         return layer.result()
     except FontLoadError as e:
         raise InputError("bad_font", f"{str(e).rstrip('.')} for book {book_id}; replace the font "

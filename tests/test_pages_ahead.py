@@ -125,7 +125,8 @@ def test_a_job_makes_the_same_pages_with_or_without_pages_ahead(small_book, prep
 def test_with_a_browser_up_the_text_of_pages_to_come_is_set_before_their_backgrounds(
         small_book, prepay_reference, tmp_path):
     """The text layer needs no background: while the render step waits for page 1's, the warm
-    browser already sets the text of pages 1 and 2 (TEXT_AHEAD); the pages are the same."""
+    browser already sets the text of pages 1 and 2 (a batch is up to TEXT_AHEAD pages), in one
+    document; the pages are the same."""
     import json
     import shutil
 
@@ -134,7 +135,7 @@ def test_with_a_browser_up_the_text_of_pages_to_come_is_set_before_their_backgro
     from steps.core.store import LocalStore
     from steps.render import TEXT_AHEAD, book_fonts, render_pages
 
-    assert TEXT_AHEAD == 2
+    assert TEXT_AHEAD == 3
     root = tmp_path / "store"
     shutil.copytree(prepay_reference["root"], root)
     record = json.loads((root / "jobs/ref/job.json").read_text())
@@ -146,7 +147,7 @@ def test_with_a_browser_up_the_text_of_pages_to_come_is_set_before_their_backgro
 
     def ready(num: int) -> bool:
         deadline = time.monotonic() + 30
-        while num == 1 and warm._pages_loaded < 2:    # page 2's text, before page 1's background
+        while num == 1 and warm._pages_loaded < 1:    # pages 1 and 2, before page 1's background
             assert time.monotonic() < deadline, "no text was set ahead of the backgrounds"
             time.sleep(0.01)
         seen.append((num, warm._pages_loaded))
@@ -156,7 +157,7 @@ def test_with_a_browser_up_the_text_of_pages_to_come_is_set_before_their_backgro
         made = render_pages(LocalStore(root), "ref", loaded, [1, 2], warm, ready=ready)
     finally:
         warm.close()
-    assert seen == [(1, 2), (2, 2)] and [a.page for a in made] == [1, 2]
+    assert seen == [(1, 1), (2, 1)] and [a.page for a in made] == [1, 2]  # one layout for both
     for n in (1, 2):
         assert (root / f"layout/ref/pages/page_0{n}.png").read_bytes() == \
             prepay_reference["outputs"][f"pages/page_0{n}.png"]

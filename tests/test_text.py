@@ -255,6 +255,28 @@ def test_the_text_layer_sets_the_pages_text(renderer):
     assert np.array_equal(drawn[outside], np.asarray(page)[outside])
 
 
+def test_pages_set_together_get_the_pixels_they_get_alone(renderer):
+    """text_layers() stacks several pages' text in one document and one screenshot (each page's
+    boxes moved by whole pixels): every page gets the region and the pixels text_layer() gives
+    it alone; pages without text get None, and what does not fit the page's height goes into
+    another screenshot."""
+    pages = [[TextBlock("Олена and Max", (40, 30, 700, 120), "BookFace", 60, color="#335577cc")],
+             [],
+             [TextBlock("the end", (300, 200, 300, 80), "BookFace", 40, font_weight="bold"),
+              TextBlock("ليلى", (20, 150, 200, 100), "BookFace", 50, align="right")],
+             [TextBlock("tall", (10, 10, 500, 280), "BookFace", 90)]]
+    size = (800, 300)
+    alone = [renderer.text_layer(blocks, size) for blocks in pages]
+    loaded = renderer._pages_loaded
+    together = renderer.text_layers(pages, size)
+    assert renderer._pages_loaded - loaded == 2   # 120+150 rows fit in 300; the 280 do not
+    assert together[1] is None and alone[1] is None
+    for one, both in zip(alone, together):
+        if one is not None:
+            assert one[0] == both[0] and np.array_equal(one[1], both[1])
+            assert one[1].any()
+
+
 def test_zero_blocks_returns_a_copy_without_a_browser():
     page = Image.new("RGB", (50, 40), (1, 2, 3))
     out = TextRenderer([]).render(page, [])  # never entered: no browser exists
