@@ -28,7 +28,8 @@ from steps.core.settings import settings
 # because multiprocessing re-runs the parent's main script (for `bookjob`, an import of the CLI)
 # in each child; boto3 only when the store is on S3. Playwright (its Python side: no thread, no
 # driver until a browser starts) and the PNG codec's ISA-L are there for the render step; a
-# module that is not installed is skipped by the fork server.
+# module that is not installed is skipped by the fork server. pyvips is not, and must not be:
+# libvips starts threads when first used, and a process forked after that can hang in it.
 PRELOAD = ["numpy", "PIL.Image", "PIL.PngImagePlugin", "yaml", "pydantic", "steps.core.job",
            "steps.core.manifest", "steps.core.images", "steps.core.store", "steps.runner", "steps.core.artifacts",
            "cv2", "img2pdf", "isal.isal_zlib", "playwright.async_api", "steps.backends.typesetter",
