@@ -114,13 +114,13 @@ class ArgoServer:
 
     @staticmethod
     def _plain(model) -> dict:
-        return json.loads(model.json(by_alias=True, exclude_none=True))
+        return json.loads(model.model_dump_json(by_alias=True, exclude_none=True))
 
     def create(self, manifest: dict) -> dict:
         from hera.workflows.models import Workflow, WorkflowCreateRequest
 
         request = WorkflowCreateRequest(namespace=self.settings.namespace,
-                                        workflow=Workflow.parse_obj(manifest))
+                                        workflow=Workflow.model_validate(manifest))
         return self._plain(self._call(self.service.create_workflow, request))
 
     def get(self, name: str) -> dict:
