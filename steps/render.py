@@ -20,6 +20,7 @@ import sys
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 from steps import runner
 from steps.core import artifacts
@@ -88,6 +89,46 @@ def page_inputs(background: bytes, blocks: list, fonts: list, dpi: int) -> str:
         [asdict(b) for b in blocks], fonts, dpi)
 
 
+class TextLayers:
+    """The text layers of a chunk's pages, set on the browser's one thread (``text``): in
+    batches of TEXT_AHEAD pages (one document and one screenshot each) and, once a browser is
+    up, a batch ahead of the pages whose backgrounds are there (the text needs none). The
+    browser starts (``start``) only when a page has text to set."""
+
+    def __init__(self, pages: list[int], blocks_of: Callable[[int], list], size: tuple[int, int],
+                 text: ThreadPoolExecutor, start: Callable[[], Any], renderer: Any = None) -> None:
+        self.pages, self.blocks_of, self.size, self.text = pages, blocks_of, size, text
+        self.start, self.renderer = start, renderer
+        self.layers: dict[int, tuple[Future, int] | None] = {}  # page: (its batch's, its place)
+        self.asked: set[int] = set()                             # pages whose text was started
+
+    def ahead(self, i: int) -> None:
+        """With a browser up: set the text of page ``pages[i]``'s batch and of the next."""
+        if self.renderer is not None:
+            first = i - i % TEXT_AHEAD
+            self._ask(first)
+            self._ask(first + TEXT_AHEAD)
+
+    def take(self, i: int) -> tuple[Future, int] | None:
+        """Page ``pages[i]``'s text layer: (its batch's future, its place in it), or None."""
+        self._ask(i - i % TEXT_AHEAD)
+        return self.layers.pop(self.pages[i])
+
+    def drop(self, num: int) -> None:
+        self.layers.pop(num, None)   # a page found unchanged: its text layer goes unused
+
+    def _ask(self, first: int) -> None:
+        todo = [(num, self.blocks_of(num)) for num in self.pages[first:first + TEXT_AHEAD]
+                if num not in self.asked]
+        self.asked.update(num for num, _ in todo)
+        with_text = [(num, blocks) for num, blocks in todo if blocks]
+        self.layers.update({num: None for num, blocks in todo if not blocks})
+        if with_text:
+            self.renderer = self.renderer or self.start()
+            future = self.text.submit(self.renderer.text_layers, [b for _, b in with_text], self.size)
+            self.layers.update({num: (future, k) for k, (num, _) in enumerate(with_text)})
+
+
 def render_pages(store: Store, job_id: str, loaded: LoadedBook, pages: list[int],
                  warm=None, ready: Callable[[int], bool] = lambda num: True) -> list:
     """The chunk's final pages, in order. ``warm``: a TextRenderer already warmed up for this
@@ -111,18 +152,17 @@ def render_pages(store: Store, job_id: str, loaded: LoadedBook, pages: list[int]
         print(progress_line("render", artifact.page, len(made), len(pages)), file=sys.stderr,
               flush=True)
 
-    # Chromium only starts when a page has text to set. Each page is started (its background
-    # decoded on a helper thread, its text layer set by the browser's thread) before the page
-    # started before it is composited, encoded (helper thread) and stored: the browser sets
-    # one page's text while this thread and the helpers finish the one before. The browser
-    # sets the text of TEXT_AHEAD pages at a time (one screenshot: less browser work a page)
-    # and, once it is up, of the next TEXT_AHEAD too, while their backgrounds are still being
-    # made (the text needs none); a page then found unchanged wasted its text layer.
+    # Each page is started (its background decoded on a helper thread, its text layer set by
+    # the browser's thread: TextLayers) before the page started before it is composited,
+    # encoded (helper thread) and stored: the browser sets text while this thread and the
+    # helpers finish pages. The caller closes ``warm``: it may serve the next pass too.
     with contextlib.ExitStack() as stack, \
             ThreadPoolExecutor(max_workers=2, thread_name_prefix="page") as pool, \
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="text") as text:
-        renderer = warm  # the caller closes it: it may serve the next pass too
         earlier = len(warm.blocked_requests) if warm is not None else 0  # a pass before's
+        texts = TextLayers(pages, lambda num: blocks_for(book, book.page(num), child, language),
+                           book.output.page_size_px, text,
+                           lambda: stack.enter_context(TextRenderer(fonts)), warm)
         started: deque = deque()  # (num, inputs, blocks, decoding, text layer) under way
         encoding = None  # (num, inputs, the encoding of its final page): the last composited
 
@@ -131,9 +171,8 @@ def render_pages(store: Store, job_id: str, loaded: LoadedBook, pages: list[int]
             nonlocal encoding
             page = decoding.result()
             drawn = _text_layer(layer, book.id)
-            if drawn is not None and renderer is not None and \
-                    (page.shape[1], page.shape[0]) != tuple(book.output.page_size_px):
-                drawn = _text_layer(text.submit(renderer.text_layer, blocks, (page.shape[1], page.shape[0])),
+            if drawn is not None and (page.shape[1], page.shape[0]) != tuple(book.output.page_size_px):
+                drawn = _text_layer(text.submit(texts.renderer.text_layer, blocks, (page.shape[1], page.shape[0])),
                                     book.id)  # an odd background
             if drawn is not None:
                 composite(page, *drawn)
@@ -141,30 +180,9 @@ def render_pages(store: Store, job_id: str, loaded: LoadedBook, pages: list[int]
                 stored(store_page(store, job_id, *encoding))
             encoding = (num, inputs, pool.submit(encode_png, page, book.output.dpi))
 
-        layers: dict[int, tuple[Future, int] | None] = {}  # page: (its batch's layers, its place)
-        asked: set[int] = set()                             # pages whose text was started
-
-        def set_text(batch: list[int]) -> None:
-            """Start setting the text of ``batch``'s pages not started yet, in one go (one
-            screenshot for them all); the browser needs no background for it."""
-            nonlocal renderer
-            todo = [(num, blocks_for(book, book.page(num), child, language)) for num in batch
-                    if num not in asked]
-            asked.update(batch)
-            with_text = [(num, blocks) for num, blocks in todo if blocks]
-            layers.update({num: None for num, blocks in todo if not blocks})
-            if with_text:
-                renderer = renderer or stack.enter_context(TextRenderer(fonts))
-                future = text.submit(renderer.text_layers, [blocks for _, blocks in with_text],
-                                     book.output.page_size_px)
-                layers.update({num: (future, k) for k, (num, _) in enumerate(with_text)})
-
         for i, num in enumerate(pages):
             runner.report_progress(i, len(pages))
-            first = i - i % TEXT_AHEAD  # this page's batch
-            if renderer is not None:  # a browser is up: it sets this batch's text and the next's
-                for start in (first, first + TEXT_AHEAD):
-                    set_text(pages[start:start + TEXT_AHEAD])
+            texts.ahead(i)
             if not ready(num):
                 break
             background = store.read(page_bg_key(job_id, num))
@@ -172,19 +190,17 @@ def render_pages(store: Store, job_id: str, loaded: LoadedBook, pages: list[int]
             inputs = page_inputs(background, blocks, fonts_used, book.output.dpi)
             kept = artifacts.reuse(store, record, "page_png", num, inputs)
             if kept is not None:
-                layers.pop(num, None)
+                texts.drop(num)
                 stored(kept)
                 continue
-            set_text(pages[first:first + TEXT_AHEAD])
-            layer = layers.pop(num)
-            started.append((num, inputs, blocks, pool.submit(decode_own_png, background), layer))
+            started.append((num, inputs, blocks, pool.submit(decode_own_png, background), texts.take(i)))
             if len(started) > 1:
                 finish(*started.popleft())
         while started:
             finish(*started.popleft())
         if encoding is not None:
             stored(store_page(store, job_id, *encoding))
-        blocked = renderer.blocked_requests[earlier:] if renderer is not None else []
+        blocked = texts.renderer.blocked_requests[earlier:] if texts.renderer is not None else []
         if blocked:
             print(f"render: blocked {len(blocked)} request(s) that were not the book's: "
                   f"{', '.join(blocked[:5])}", file=sys.stderr)
