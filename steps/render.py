@@ -14,6 +14,7 @@ stored (:class:`steps.protocol.PagesAhead`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import sys
@@ -147,6 +148,10 @@ def render_pages(store: Store, job_id: str, loaded: LoadedBook, pages: list[int]
         warm = None
     made: list = []
 
+    @functools.cache
+    def blocks_of(num: int) -> list:  # a page's text, the child's fields filled in (once)
+        return blocks_for(book, book.page(num), child, language)
+
     def stored(artifact) -> None:
         made.append(artifact)
         print(progress_line("render", artifact.page, len(made), len(pages)), file=sys.stderr,
@@ -160,7 +165,7 @@ def render_pages(store: Store, job_id: str, loaded: LoadedBook, pages: list[int]
             ThreadPoolExecutor(max_workers=2, thread_name_prefix="page") as pool, \
             ThreadPoolExecutor(max_workers=1, thread_name_prefix="text") as text:
         earlier = len(warm.blocked_requests) if warm is not None else 0  # a pass before's
-        texts = TextLayers(pages, lambda num: blocks_for(book, book.page(num), child, language),
+        texts = TextLayers(pages, blocks_of,
                            book.output.page_size_px, text,
                            lambda: stack.enter_context(TextRenderer(fonts)), warm)
         started: deque = deque()  # (num, inputs, blocks, decoding, text layer) under way
@@ -186,7 +191,7 @@ def render_pages(store: Store, job_id: str, loaded: LoadedBook, pages: list[int]
             if not ready(num):
                 break
             background = store.read(page_bg_key(job_id, num))
-            blocks = blocks_for(book, book.page(num), child, language)
+            blocks = blocks_of(num)
             inputs = page_inputs(background, blocks, fonts_used, book.output.dpi)
             kept = artifacts.reuse(store, record, "page_png", num, inputs)
             if kept is not None:

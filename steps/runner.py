@@ -110,7 +110,7 @@ def run(step: str, args: argparse.Namespace, work: Callable[..., None],
             args = parse(argv)
     try:
         code = _run_once(step, args, go, work, warm, warm_up is not None)
-        if code == EXIT_OK and stay and parse is not None:
+        if code == EXIT_OK and stay:  # (only a step with ``parse`` takes one)
             ran(stay, code)
             print(f"{step}: staying for the next pass (process {os.getpid()})", file=sys.stderr,
                   flush=True)

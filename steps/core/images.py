@@ -11,6 +11,7 @@ import io
 import struct
 import warnings
 import zlib
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -116,24 +117,38 @@ def usable_as_is(data: bytes, size: tuple[int, int]) -> bool:
     needs no decoding or encoding then): an 8-bit RGB PNG without transparency, not
     interlaced, exactly ``size`` (width, height), whole (it ends with IEND) and with every
     chunk's checksum right. A truncated or damaged file is not; :func:`load_page` refuses it."""
-    if len(data) < 33 or not data.startswith(PNG_SIGNATURE) or data[12:16] != b"IHDR":
+    header = _rgb8_header(data)
+    if header is None or header != (*size, 0):
         return False
-    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", data[16:29])
-    if (width, height) != tuple(size) or (depth, colour, interlace) != (8, 2, 0):
-        return False
-    at = 8
-    while at + 12 <= len(data):
-        length, kind = struct.unpack(">I4s", data[at:at + 8])
-        end = at + 12 + length
-        if end > len(data) or kind == b"tRNS":
-            return False
-        (crc,) = struct.unpack(">I", data[end - 4:end])
-        if zlib.crc32(data[at + 8:end - 4], zlib.crc32(kind)) != crc:
+    for kind, _, whole in _chunks(data):
+        if not whole or kind == b"tRNS":
             return False
         if kind == b"IEND":
             return True
-        at = end
     return False
+
+
+def _rgb8_header(data: bytes) -> tuple[int, int, int] | None:
+    """(width, height, interlace) of an 8-bit RGB PNG, from its header; None for anything else."""
+    if len(data) < 33 or not data.startswith(PNG_SIGNATURE) or data[12:16] != b"IHDR":
+        return None
+    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", data[16:29])
+    return (width, height, interlace) if (depth, colour) == (8, 2) else None
+
+
+def _chunks(data: bytes) -> Iterator[tuple[bytes, bytes, bool]]:
+    """A PNG's chunks, in order: (kind, body, whole: all there and its CRC-32 right); the walk
+    ends at the first chunk that is cut off."""
+    at = 8
+    while at + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[at:at + 8])
+        end = at + 12 + length
+        body = data[at + 8:end - 4]
+        whole = end <= len(data) and zlib.crc32(body, zlib.crc32(kind)) == int.from_bytes(data[end - 4:end], "big")
+        yield kind, body, whole
+        if not whole and end > len(data):
+            return
+        at = end
 
 
 def _plain_png(data: bytes) -> np.ndarray | None:
@@ -141,11 +156,10 @@ def _plain_png(data: bytes) -> np.ndarray | None:
     libvips (its PNG loader on zlib-ng: the same pixels as Pillow's decoder in under half the time;
     the README's "Speed" section). None for anything else, and for anything libvips finds
     wrong (a truncated file, a bad checksum), which Pillow then decodes or refuses."""
-    if len(data) < 33 or not data.startswith(PNG_SIGNATURE) or data[12:16] != b"IHDR":
+    header = _rgb8_header(data)
+    if header is None or header[0] * header[1] > MAX_PIXELS or b"tRNS" in data[:1 << 16]:
         return None
-    width, height, depth, colour = struct.unpack(">IIBB", data[16:26])
-    if (depth, colour) != (8, 2) or width * height > MAX_PIXELS or b"tRNS" in data[:1 << 16]:
-        return None
+    width, height, _ = header
     vips = _vips()
     try:
         image = vips.Image.new_from_buffer(data, "", access="sequential", fail_on="warning")
@@ -204,23 +218,17 @@ def _decode_up_filtered(data: bytes) -> np.ndarray | None:
     """The RGB pixels of a PNG as :func:`encode_png` writes them, or None if it is not one."""
     from isal import isal_zlib
 
-    if not data.startswith(PNG_SIGNATURE):
+    header = _rgb8_header(data)
+    if header is None or header[2] != 0:
         return None
-    at, header, idat = 8, b"", []
-    while at + 8 <= len(data):
-        length, kind = struct.unpack(">I4s", data[at:at + 8])
-        body = data[at + 8:at + 8 + length]
-        if kind == b"IHDR":
-            header = body
-        elif kind == b"IDAT":
+    width, height, _ = header
+    idat = []
+    for kind, body, _ in _chunks(data):
+        if kind == b"IDAT":
             idat.append(body)
         elif kind == b"IEND":
             break
-        at += 12 + length
-    if len(header) != 13:
-        return None
-    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", header)
-    if (depth, colour, interlace) != (8, 2, 0) or not idat:
+    if not idat:
         return None
     try:
         if isal_zlib.decompressobj().decompress(idat[0][:256], 1) != b"\x02":
