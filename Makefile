@@ -4,8 +4,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.setup-done
 # Debian packages the render step and the tests need (Chromium, fonts for Latin, Cyrillic, Arabic;
-# Tesseract with English and Ukrainian data reads rendered words back in the tests).
-DEBS := chromium fonts-noto-core fonts-dejavu-core tesseract-ocr tesseract-ocr-eng tesseract-ocr-ukr
+# Tesseract with English and Ukrainian data reads rendered words back in the tests; PostgreSQL:
+# the tests start a throwaway server for the SQL records backend).
+DEBS := chromium fonts-noto-core fonts-dejavu-core tesseract-ocr tesseract-ocr-eng tesseract-ocr-ukr postgresql
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # checkov gets its own venv: its pins (packaging<24, boto3==…) clash with the test tools.
 CHECKOV := checkov==3.3.30

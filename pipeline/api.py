@@ -29,11 +29,13 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from pipeline.cluster import DONE, ClusterError, ClusterSettings, JobBusy, connect, phase
 from pipeline.lease import EXIT_BUSY, interrupted
-from steps.core.job import GENERATING, JobNotFound, JobRecord, mark_failed, read_job
+from steps.core.job import GENERATING, JobNotFound, JobRecord
+from steps.core.records import JobQuery, JobSummary, Records, open_records
 from steps.core.store import S3Store, Store, open_store
 from steps.protocol import EXIT_FAILURE
 
@@ -85,7 +87,7 @@ class Started:
         return self.process.wait(timeout)
 
 
-def reconcile(store: Store, record: JobRecord, workflows: list[dict] | None) -> JobRecord:
+def reconcile(records: Records, record: JobRecord, workflows: list[dict] | None) -> JobRecord:
     """A job left in an in-progress status by a run that has ended without saying so (a killed
     local run; a workflow terminated or deleted, which skips the exit handler) becomes failed
     with reason ``interrupted``. ``workflows``: the job's workflows, or None if unknown."""
@@ -93,7 +95,7 @@ def reconcile(store: Store, record: JobRecord, workflows: list[dict] | None) -> 
         return record
     if workflows and any(w["phase"] not in DONE for w in workflows):
         return record
-    over = interrupted(store, record.job_id)
+    over = interrupted(records, record.job_id)
     if over is not None:
         how = "was killed" if not over.released else "ended"
         message = (f"The local {over.describe()} {how} while the job was "
@@ -104,7 +106,7 @@ def reconcile(store: Store, record: JobRecord, workflows: list[dict] | None) -> 
                    f"deleted); submit the stage again to resume it.")
     else:
         return record
-    return mark_failed(store, record.job_id, "run", "interrupted", message)
+    return records.mark_failed(record.job_id, "run", "interrupted", message)
 
 
 def artifact_url(store: Store, key: str, ttl_s: int) -> str:
@@ -119,11 +121,14 @@ class BookJobs:
     """Book jobs for the shop's backend: ``server`` (or ``transport="kubernetes"``) for a
     cluster, else the local engine on this machine."""
 
-    def __init__(self, store: str, *, server: str | None = None, token: str | None = None,
-                 namespace: str | None = None, transport: str | None = None,
-                 insecure: bool = False, env: dict[str, str] | None = None) -> None:
+    def __init__(self, store: str, *, records: str | None = None, server: str | None = None,
+                 token: str | None = None, namespace: str | None = None,
+                 transport: str | None = None, insecure: bool = False,
+                 env: dict[str, str] | None = None) -> None:
         self.store_uri = store
         self.store = open_store(store)
+        self.records_url = records
+        self.records = open_records(self.store, records)
         self.cluster = (ClusterSettings.resolve(server, token, namespace, transport, insecure)
                         if server or transport else None)
         self.env = env or {}
@@ -154,11 +159,11 @@ class BookJobs:
         """The job's status, error and artifacts with URLs; a run that ended without saying so
         is recorded as ``interrupted`` first."""
         try:
-            record = read_job(self.store, job_id)
+            record = self.records.read(job_id)
         except JobNotFound as e:
             raise BookJobError(EXIT_FAILURE, str(e)) from None
         workflows = self._workflows(job_id)
-        record = reconcile(self.store, record, workflows)
+        record = reconcile(self.records, record, workflows)
         return JobStatus(
             job_id=job_id, status=record.status.value,
             error=record.error.model_dump() if record.error else None,
@@ -166,6 +171,15 @@ class BookJobs:
                                 a.sha256, a.size) for a in record.artifacts],
             regenerations=record.generation_retry.count, workflows=workflows,
             record=record.model_dump(mode="json"))
+
+    def list(self, *, status: str | list[str] | None = None, book: str | None = None,
+             since: datetime | None = None, stuck: timedelta | None = None,
+             limit: int | None = None) -> list[JobSummary]:
+        """The jobs asked for, newest first (``bookjob jobs``): by status, book, created since,
+        or ``stuck`` in a generating status with no change for that long."""
+        statuses = (status,) if isinstance(status, str) else tuple(status or ())
+        return self.records.list(JobQuery(statuses=statuses, book_id=book, since=since,
+                                          stuck=stuck, limit=limit))
 
     # ---- engines -----------------------------------------------------------------------
 
@@ -190,6 +204,8 @@ class BookJobs:
                      pages) -> Started:
         args = [sys.executable, "-m", "pipeline.cli", "run", *([book] if book else []),
                 "--job-id", job_id, "--store", self.store_uri, "--stage", stage]
+        if self.records_url:
+            args += ["--records", self.records_url]
         for option, value in (("--photo", photo), ("--name", name), ("--age", age),
                               ("--gender", gender)):
             if value is not None:
@@ -220,7 +236,8 @@ class BookJobs:
         try:
             params = prepare_job(self.store, book, photo, name, age, gender, Stages(stage),
                                  job_id, randomize, "0",
-                                 ",".join(map(str, pages)) if pages else None)
+                                 ",".join(map(str, pages)) if pages else None,
+                                 records=self.records)
         except Failed as e:
             raise BookJobError(e.exit_code, e.message) from None
         params |= backends(None, None, None, None, {})

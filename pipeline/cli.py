@@ -12,6 +12,7 @@ from pipeline.commands import (
     cluster,  # noqa: F401, I001 - registers submit, watch, logs
     local,  # noqa: F401 - registers run, status, demo, templates
     proof,  # noqa: F401, I001 - registers proof
+    records,  # noqa: F401, I001 - registers jobs, db
 )
 from pipeline.commands.app import app
 

@@ -65,9 +65,33 @@ def label_value(text: str) -> str:
     return cleaned.strip("-._")
 
 
-def workflow_manifest(params: dict[str, str], template: str = TEMPLATE_NAME) -> dict:
-    """A Workflow that runs the installed template with the job's parameters."""
+def book_title(book: str) -> str:
+    """The book's title from its manifest, for the UI ("" if it cannot be read now: the steps
+    say what is wrong with the book)."""
+    import yaml
+
+    from steps.core.manifest import MANIFEST
+    from steps.core.store import open_store
+
+    try:
+        data = yaml.safe_load(open_store(book).read(MANIFEST))
+    except Exception:  # noqa: BLE001 - a title is a courtesy; the job reports a bad book
+        return ""
+    title = data.get("title") if isinstance(data, dict) else None
+    return " ".join(str(title).split())[:120] if title else ""
+
+
+def workflow_manifest(params: dict[str, str], template: str = TEMPLATE_NAME,
+                      title: str = "") -> dict:
+    """A Workflow that runs the installed template with the job's parameters: the job id, the
+    stage and settings (the child's details stay in the job's record). The UI's title and
+    description are set in ``spec.workflowMetadata`` too, because the controller writes the
+    template's ``workflowMetadata`` annotations over the Workflow's own
+    (``workflow/controller/operator.go`` updateWorkflowMetadata, v4.1.2) and the Workflow's
+    spec wins over the template's in that merge (``workflow/util/merge.go`` JoinWorkflowSpec)."""
     job, book, stage = params["job_id"], params["book"], params["stage"]
+    annotations = {"workflows.argoproj.io/title": f"{job}: {title or book} ({stage})",
+                   "workflows.argoproj.io/description": f"Book {book}, stage {stage}, job {job}"}
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "Workflow",
@@ -75,11 +99,11 @@ def workflow_manifest(params: dict[str, str], template: str = TEMPLATE_NAME) -> 
             "generateName": f"{TEMPLATE_NAME}-",
             "labels": {JOB_LABEL: label_value(job), "bookjob/book": label_value(book),
                        "bookjob/stage": stage},
-            "annotations": {"workflows.argoproj.io/title": f"Book job {job} ({stage})",
-                            "workflows.argoproj.io/description": f"Book {book}, stage {stage}, job {job}"},
+            "annotations": annotations,
         },
         "spec": {
             "workflowTemplateRef": {"name": template},
+            "workflowMetadata": {"annotations": annotations},
             "arguments": {"parameters": [{"name": argo_name(k), "value": str(v)}
                                          for k, v in params.items()]},
         },
@@ -240,7 +264,7 @@ def start_workflow(client: ArgoServer | Kubernetes, params: dict[str, str],
     job_id = params["job_id"]
     for workflow in check_running(client, job_id, replace):
         client.terminate(workflow["metadata"]["name"])
-    return client.create(workflow_manifest(params, template))
+    return client.create(workflow_manifest(params, template, book_title(params["book"])))
 
 
 def check_running(client: ArgoServer | Kubernetes, job_id: str, replace: bool) -> list[dict]:

@@ -35,6 +35,7 @@ PRELOAD = ["numpy", "PIL.Image", "PIL.PngImagePlugin", "yaml", "pydantic", "step
            "cv2", "img2pdf", "isal.isal_zlib", "playwright.async_api", "steps.backends.typesetter",
            "pipeline.cli"]
 S3_PRELOAD = ["boto3", "botocore.client"]
+SQL_PRELOAD = ["sqlalchemy", "psycopg", "steps.core.records_sql"]   # records in a database
 POLL_S = 0.005
 
 
@@ -149,14 +150,14 @@ class WarmLauncher(_Launcher):
         return Started(wait, out, err, lambda: process.exitcode)
 
 
-def start_early(s3: bool = False) -> None:
+def start_early(s3: bool = False, sql: bool = False) -> None:
     """Start the fork server now (it imports :data:`PRELOAD`, about a second, in its own
     process) so that it is ready by the time the engine starts its first step; the CLI calls
     this before it checks the job. Nothing when steps will be fresh interpreters."""
     if _warm():
         from multiprocessing import forkserver
 
-        multiprocessing.get_context("forkserver").set_forkserver_preload(_preload(s3))
+        multiprocessing.get_context("forkserver").set_forkserver_preload(_preload(s3, sql))
         forkserver.ensure_running()
 
 
@@ -166,10 +167,10 @@ def _warm() -> bool:
     return not (settings().launch == "exec" or (main is not None and not Path(main).is_file()))
 
 
-def _preload(s3: bool) -> list[str]:
-    return PRELOAD + (S3_PRELOAD if s3 else [])
+def _preload(s3: bool, sql: bool = False) -> list[str]:
+    return PRELOAD + (S3_PRELOAD if s3 else []) + (SQL_PRELOAD if sql else [])
 
 
-def launcher(s3: bool = False) -> ExecLauncher | WarmLauncher:
+def launcher(s3: bool = False, sql: bool = False) -> ExecLauncher | WarmLauncher:
     """A warm launcher (see :func:`_warm`), else fresh interpreters."""
-    return WarmLauncher(_preload(s3)) if _warm() else ExecLauncher()
+    return WarmLauncher(_preload(s3, sql)) if _warm() else ExecLauncher()

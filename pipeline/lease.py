@@ -1,8 +1,9 @@
-"""One job, one run at a time: a run's lease on its job, kept in the store.
+"""One job, one run at a time: a run's lease on its job, kept in the job records.
 
-``jobs/{job_id}/lease.json`` says which run holds the job: its run id, host, pid, stage and
-a heartbeat the holder renews every third of ``BOOKJOB_LEASE_S``. It is taken and given back
-with the store's compare-and-swap, so two runs started together never both hold it. A lease
+The lease (``jobs/{job_id}/lease.json`` in the store, a ``job_leases`` row on the SQL records
+backends) says which run holds the job: its run id, host, pid, stage and a heartbeat the
+holder renews every third of ``BOOKJOB_LEASE_S``. It is taken and given back with the
+records' compare-and-swap, so two runs started together never both hold it. A lease
 whose heartbeat is older than ``BOOKJOB_LEASE_S``, or whose holder is a dead process on this
 host, is free: the next run takes it over, and ``bookjob status`` reads it as an interrupted
 run (see :func:`interrupted`).
@@ -18,14 +19,11 @@ import time
 import uuid
 from dataclasses import asdict, dataclass
 
+from steps.core.records import Records, lease_key
 from steps.core.settings import settings
-from steps.core.store import Store
 
 EXIT_BUSY = 4   # the job is being run elsewhere; nothing was done and the job is untouched
-
-
-def lease_key(job_id: str) -> str:
-    return f"jobs/{job_id}/lease.json"
+__all__ = ["EXIT_BUSY", "Busy", "Holder", "Lease", "holder", "interrupted", "lease_key"]
 
 
 @dataclass
@@ -57,8 +55,8 @@ class Holder:
         return False
 
 
-def holder(store: Store, job_id: str) -> Holder | None:
-    found = store.read_versioned(lease_key(job_id))
+def holder(records: Records, job_id: str) -> Holder | None:
+    found = records.read_lease(job_id)
     if found is None:
         return None
     try:
@@ -76,8 +74,8 @@ class Busy(Exception):
 class Lease:
     """The lease of one run on one job; a context manager that renews it while the run runs."""
 
-    def __init__(self, store: Store, job_id: str, stage: str, run_id: str | None = None) -> None:
-        self.store, self.job_id, self.stage = store, job_id, stage
+    def __init__(self, records: Records, job_id: str, stage: str, run_id: str | None = None) -> None:
+        self.records, self.job_id, self.stage = records, job_id, stage
         self.run_id = run_id or uuid.uuid4().hex[:12]
         self.lease_s = settings().lease_s
         self._stop = threading.Event()
@@ -92,8 +90,7 @@ class Lease:
 
     def try_acquire(self) -> None:
         """Take the lease, or raise :class:`Busy` naming the live holder."""
-        key = lease_key(self.job_id)
-        current = self.store.read_versioned(key)
+        current = self.records.read_lease(self.job_id)
         if current is not None:
             try:
                 other = Holder(**json.loads(current[0]))
@@ -102,8 +99,9 @@ class Lease:
             if other is not None and other.run_id != self.run_id and not other.dead(self.lease_s):
                 raise Busy(self.job_id, other)
         self._started = time.time()
-        if not self.store.write_if(key, self._body(), current[1] if current else None):
-            latest = holder(self.store, self.job_id)
+        if not self.records.write_lease_if(self.job_id, self._body(),
+                                           current[1] if current else None):
+            latest = holder(self.records, self.job_id)
             raise Busy(self.job_id, latest or Holder("?", "?", 0, "?", time.time(), time.time()))
 
     def acquire(self, wait_s: float = 0.0, poll_s: float = 1.0,
@@ -126,11 +124,10 @@ class Lease:
         self._beat.start()
 
     def _swap(self, **change) -> bool:
-        key = lease_key(self.job_id)
-        current = self.store.read_versioned(key)
+        current = self.records.read_lease(self.job_id)
         if current is None or json.loads(current[0]).get("run_id") != self.run_id:
             return False
-        return self.store.write_if(key, self._body(**change), current[1])
+        return self.records.write_lease_if(self.job_id, self._body(**change), current[1])
 
     def _renew(self) -> None:
         while not self._stop.wait(self.lease_s / 3):
@@ -156,10 +153,10 @@ class Lease:
         self.release()
 
 
-def interrupted(store: Store, job_id: str) -> Holder | None:
+def interrupted(records: Records, job_id: str) -> Holder | None:
     """The last local run of the job if it is over (released, or killed: dead or silent);
     None while one runs, or if no local run ever held the job."""
-    found = holder(store, job_id)
+    found = holder(records, job_id)
     if found is None or found.released:
         return found
     return found if found.dead(settings().lease_s) else None

@@ -34,7 +34,9 @@ from pathlib import Path
 
 from pipeline.launch import Started, launcher
 from pipeline.spec import ON_EXIT, PARAMETERS, PASSES, Step, steps_for
-from steps.core.job import JobNotFound, JobRecord, Status, read_job
+from steps.core.errors import SetupError, TransientError
+from steps.core.job import JobNotFound, JobRecord, Status
+from steps.core.records import Records, open_records
 from steps.core.settings import settings
 from steps.core.store import S3Store, Store, StoreError, log_key
 from steps.protocol import (
@@ -154,8 +156,10 @@ def chunk_chain(steps: list[Step]) -> list[Step]:
 class LocalEngine:
     def __init__(self, store: Store, params: dict[str, str], progress: Progress = lambda _: None,
                  workers: int | None = None, retry_delay_s: float = 0.5,
-                 pages: PageProgress | None = None, run_id: str | None = None) -> None:
+                 pages: PageProgress | None = None, run_id: str | None = None,
+                 records: Records | None = None) -> None:
         self.store = store
+        self.records = records or open_records(store)
         # each run keeps its own logs: jobs/{job_id}/logs/{run_id}/…
         self.run_id = run_id or uuid.uuid4().hex[:12]
         self.params = params
@@ -169,7 +173,8 @@ class LocalEngine:
 
     def run(self, stage: str) -> list[StepRun]:
         """Run every pass of ``stage``; raises :class:`StepFailed` after marking the job failed."""
-        self.launcher = launcher(s3=isinstance(self.store, S3Store))
+        self.launcher = launcher(s3=isinstance(self.store, S3Store),
+                                 sql=self.records.uri != "store")
         self._ahead = None
         passes = PASSES[stage]
         try:
@@ -374,6 +379,6 @@ class LocalEngine:
 
     def _record(self) -> JobRecord | None:
         try:
-            return read_job(self.store, self.params["job_id"])
-        except (JobNotFound, StoreError):
+            return self.records.read(self.params["job_id"])
+        except (JobNotFound, TransientError, SetupError):  # no record, or none to be had now
             return None

@@ -31,11 +31,14 @@ PARAMETERS: dict[str, str] = {
     "book": "",
     "stage": "prepay",
     "store": "",
+    # The child: only for `argo submit -p child-name=…` (CI), whose first step creates the
+    # record from them. A job made by `bookjob submit` or BookJobs is in the records first,
+    # and its workflow leaves these empty: every step reads the child from the record.
     "photo_key": "",
     "child_name": "",
     "child_age": "",
-    "child_gender": "unspecified",
-    "language": "",              # "" = the book's first language
+    "child_gender": "",          # "" = the record's, else unspecified
+    "language": "",              # "" = the record's, else the book's first language
     "dedication": "",
     "randomize_seed": "false",
     "skip_analysis": "false",    # "true": the prepay pass runs no analyze step (already analysed)

@@ -25,19 +25,18 @@ from steps.core.errors import InputError, Refusal
 from steps.core.glyphs import check_job
 from steps.core.images import load_photo
 from steps.core.job import (
+    JobNotFound,
     JobRecord,
     Status,
-    create_job,
     new_record,
     parse_age,
-    read_job,
-    update_job,
     validate_gender,
     validate_job_id,
     validate_name,
 )
 from steps.core.manifest import load_book
 from steps.core.messages import Child, validate_dedication
+from steps.core.records import Records, open_records
 from steps.core.settings import settings
 from steps.core.store import Store, analysis_key, open_store
 
@@ -53,25 +52,49 @@ def analyzer_model(args) -> str:
     return path
 
 
-def start_job(store: Store, args) -> JobRecord:
-    """Create the record, or find it if the same job is run again (its status unchanged)."""
+def start_job(records: Records, store: Store, args) -> JobRecord:
+    """The job's record: created from the arguments for a new job (``argo submit`` with the
+    child's parameters), else found, the child's fields read from it into ``args``. Fields
+    given again must match it."""
     try:
-        dedication = validate_dedication(args.dedication)
-    except InputError:  # recorded as given, then refused with the job marked failed
-        dedication = str(args.dedication)[:1000]
-    fresh = new_record(args.job_id, args.book, args.photo_key, args.name, args.age, args.gender,
-                       language=args.language, dedication=dedication)
-    if create_job(store, fresh):
-        return fresh
-    existing = read_job(store, args.job_id)
-    given = (fresh.child_name, fresh.child_age, fresh.child_gender, fresh.photo_key,
-             fresh.dedication, fresh.language or existing.language)
-    stored = (existing.child_name, existing.child_age, existing.child_gender, existing.photo_key,
-              existing.dedication, existing.language or fresh.language)
-    if given != stored:
+        existing: JobRecord | None = records.read(args.job_id)
+    except JobNotFound:
+        existing = None
+    if existing is None:
+        try:
+            dedication = validate_dedication(args.dedication)
+        except InputError:  # recorded as given, then refused with the job marked failed
+            dedication = str(args.dedication)[:1000]
+        args.photo_key = args.photo_key or find_photo(store, args.job_id)
+        fresh = new_record(args.job_id, args.book, args.photo_key, args.name, args.age,
+                           args.gender or "unspecified", language=args.language,
+                           dedication=dedication)
+        if records.create(fresh):
+            args.gender = fresh.child_gender
+            return fresh
+        existing = records.read(args.job_id)   # made meanwhile by a twin of this step
+    given = {"name": (args.name.strip(), existing.child_name),
+             "age": (_age(args.age), existing.child_age),
+             "gender": (args.gender, existing.child_gender),
+             "photo": (args.photo_key, existing.photo_key),
+             "dedication": (args.dedication, existing.dedication),
+             "language": (args.language, existing.language)}
+    if any(value not in ("", None) and stored and value != stored
+           for value, stored in given.values()):
         raise InputError("job_mismatch", f"Job {args.job_id} already exists for other child "
                                          "details or another photo; use a new job id.")
+    args.name, args.gender = existing.child_name, existing.child_gender
+    args.age = "" if existing.child_age is None else str(existing.child_age)
+    args.photo_key, args.dedication = existing.photo_key, existing.dedication
+    args.language = args.language or existing.language
     return existing
+
+
+def _age(text: str) -> int | str:
+    try:
+        return parse_age(text)
+    except InputError:
+        return text.strip()
 
 
 def find_photo(store: Store, job_id: str) -> str:
@@ -86,8 +109,8 @@ def find_photo(store: Store, job_id: str) -> str:
 def work(args) -> None:
     validate_job_id(args.job_id)
     store = open_store(args.store)
-    args.photo_key = args.photo_key or find_photo(store, args.job_id)
-    record = start_job(store, args)
+    records = open_records(store)
+    record = start_job(records, store, args)
     validate_name(args.name)
     parse_age(args.age)
     gender = validate_gender(args.gender)
@@ -119,18 +142,18 @@ def work(args) -> None:
         # late duplicate never sends the job back to analysing).
         artifacts.unchanged("analysis")
         if record.status in (Status.ANALYZING, Status.ANALYSIS_FAILED):
-            update_job(store, args.job_id,
-                       lambda r: _complete(r, book.id, analysis, photo_bytes, language, dedication))
+            records.update(args.job_id,
+                           lambda r: _complete(r, book.id, analysis, photo_bytes, language, dedication))
         return
     if record.status is not Status.ANALYZING:
-        update_job(store, args.job_id, lambda r: r.move_to(Status.ANALYZING))
+        records.update(args.job_id, lambda r: r.move_to(Status.ANALYZING))
     made = analyzer(args.analyzer)(load_photo(photo_bytes), gender, model_dir=model)
     made.inputs_sha256 = inputs
     if analysis is not None:  # regenerations so far belong to the job, not to one analysis
         made.generation_retry = analysis.generation_retry
     store.write(analysis_key(args.job_id), made.model_dump_json(indent=2).encode())
-    update_job(store, args.job_id,
-               lambda r: _complete(r, book.id, made, photo_bytes, language, dedication))
+    records.update(args.job_id,
+                   lambda r: _complete(r, book.id, made, photo_bytes, language, dedication))
 
 
 def _complete(record: JobRecord, book_id: str, analysis: Analysis, photo: bytes, language: str,
@@ -152,9 +175,11 @@ def main() -> None:
     p.add_argument("--book", required=True)
     p.add_argument("--photo-key", default="",
                    help="store key of the photo (default: the one under uploads/{job_id}/)")
-    p.add_argument("--name", required=True)
-    p.add_argument("--age", required=True)
-    p.add_argument("--gender", default="unspecified")
+    # The child: given for a new job made by `argo submit -p child-name=…`; else "" and read
+    # from the job's record (a workflow carries no child's details).
+    p.add_argument("--name", default="")
+    p.add_argument("--age", default="")
+    p.add_argument("--gender", default="", help="girl, boy or unspecified (default)")
     p.add_argument("--language", default="", help="the edition (default: the book's first language)")
     p.add_argument("--dedication", default="", help="fills {dedication}: up to 300 characters")
     p.add_argument("--analyzer", choices=sorted(BACKENDS),

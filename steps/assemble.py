@@ -16,8 +16,8 @@ from steps import runner
 from steps.core import artifacts
 from steps.core.errors import InputError
 from steps.core.images import decode_own_png
-from steps.core.job import read_job
 from steps.core.manifest import Book, load_book
+from steps.core.records import read_job
 from steps.core.store import Store, book_key, open_store, page_key, preview_key
 
 PREVIEW_DPI = 72

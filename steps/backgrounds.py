@@ -26,8 +26,9 @@ from steps.core import artifacts
 from steps.core.analysis import Analysis, child_prompt
 from steps.core.errors import InputError
 from steps.core.images import encode_png, load_page, load_photo, usable_as_is
-from steps.core.job import JobRecord, read_job, update_job
+from steps.core.job import JobRecord
 from steps.core.manifest import LoadedBook, load_book
+from steps.core.records import read_job, update_job
 from steps.core.settings import settings
 from steps.core.store import Store, open_store, page_bg_key
 from steps.plan import faces_on_gpu

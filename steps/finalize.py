@@ -10,8 +10,9 @@ from __future__ import annotations
 import sys
 
 from steps import runner
-from steps.core.job import ORDER, JobRecord, Status, update_job
+from steps.core.job import ORDER, JobRecord, Status
 from steps.core.manifest import load_book
+from steps.core.records import update_job
 from steps.core.store import open_store
 
 DONE = {"prepay": (Status.PREPAY_READY, "preview_pdf"), "postpay": (Status.COMPLETED, "book_pdf")}

@@ -17,7 +17,8 @@ import warnings
 from pathlib import Path
 
 from steps import runner
-from steps.core.job import JOB_ID, JobNotFound, Status, mark_failed, read_job
+from steps.core.job import JOB_ID, JobNotFound, Status
+from steps.core.records import mark_failed, read_job
 from steps.core.store import open_store
 from steps.protocol import EXIT_INPUT
 

@@ -28,8 +28,9 @@ from pathlib import Path
 
 from steps import runner
 from steps.core.errors import InputError, Refusal
-from steps.core.job import ORDER, JobRecord, Status, read_job, update_job
+from steps.core.job import ORDER, JobRecord, Status
 from steps.core.manifest import Book, load_book
+from steps.core.records import read_job, update_job
 from steps.core.settings import settings
 from steps.core.store import open_store
 

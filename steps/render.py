@@ -27,9 +27,10 @@ from steps import runner
 from steps.core import artifacts
 from steps.core.errors import InputError
 from steps.core.images import decode_own_png, encode_png
-from steps.core.job import JobRecord, read_job
+from steps.core.job import JobRecord
 from steps.core.manifest import Book, LoadedBook, Page, TextLayer, load_book
 from steps.core.messages import Child, fill
+from steps.core.records import read_job
 from steps.core.store import Store, open_store, page_bg_key, page_key
 from steps.protocol import PagesAhead, progress_line
 

@@ -22,7 +22,8 @@ from typing import Any
 
 from steps.core import faults
 from steps.core.errors import InputError, Refusal, SetupError, TransientError
-from steps.core.job import JOB_ID, JobNotFound, mark_failed
+from steps.core.job import JOB_ID, JobNotFound
+from steps.core.records import mark_failed
 from steps.core.store import StoreError, open_store
 from steps.protocol import (
     EXIT_FAILURE,

@@ -89,6 +89,56 @@ def bucket(s3_endpoint) -> str:
     return name
 
 
+# ---- job records: the store, SQLite, a real PostgreSQL ----------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """One throwaway PostgreSQL server per test process (tests/postgres.py)."""
+    from tests.postgres import PostgresServer
+
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+RECORDS_BACKENDS = ("store", "sqlite", "postgresql")
+
+
+def records_database(kind: str, request, tmp_path: Path) -> str:
+    """A records URL of ``kind`` with its schema made: ``store``, a new SQLite file or a new
+    database on the test PostgreSQL server (dropped after the test)."""
+    if kind == "store":
+        return "store"
+    from steps.core.records_sql import SqlRecords, upgrade
+
+    if kind == "sqlite":
+        url = f"sqlite:///{tmp_path / 'records' / 'bookjob.db'}"
+    else:
+        server = request.getfixturevalue("postgres")
+        url = server.database()
+
+    def finish() -> None:
+        opened = SqlRecords._open.pop(url, None)
+        if opened is not None:
+            opened.engine.dispose()
+        if kind == "postgresql":
+            server.drop(url)
+
+    request.addfinalizer(finish)
+    upgrade(url)
+    return url
+
+
+@pytest.fixture(params=RECORDS_BACKENDS)
+def records_url(request, tmp_path, monkeypatch) -> str:
+    """The test runs once per records backend; BOOKJOB_RECORDS names it for the test and for
+    every process it starts."""
+    url = records_database(request.param, request, tmp_path)
+    monkeypatch.setenv("BOOKJOB_RECORDS", url)
+    return url
+
+
 # ---- counts the hardening tests report (inputs tried, kills survived, updates kept) ------
 
 

@@ -41,14 +41,17 @@ def test_a_regeneration_starts_from_nothing():
     assert second.generation_retry.pages == [] and second.warnings == []   # nothing shared
 
 
-def test_eyes_and_keys_of_older_records():
-    analysis = Analysis.model_validate({**OLDER, "old_key": "ignored",
-                                        "generation_retry": {"count": 2, "old": 1}})
+def test_eyes_and_keys_of_older_and_newer_records():
+    # Keys this version does not know are kept (a newer bookjob's fields survive an update);
+    # the heuristic's measured features are only the features.
+    analysis = Analysis.model_validate({**OLDER, "future_key": "kept",
+                                        "generation_retry": {"count": 2, "future": 1}})
     assert analysis.eyes == ((160.5, 170.0), (240.0, 171.5))
-    assert not hasattr(analysis, "old_key")
+    assert analysis.model_extra == {"future_key": "kept"}
+    assert analysis.model_dump()["future_key"] == "kept"
     assert (analysis.gender, analysis.face_detected, analysis.faces_found) == ("unspecified", True, 1)
     assert (analysis.eyes_detected, analysis.skin_rgb, analysis.prompt) == (True, "", "")
     assert (analysis.analyzer_model, analysis.measured, analysis.model_gender) == (None, None, None)
-    assert analysis.generation_retry.count == 2 and not hasattr(analysis.generation_retry, "old")
+    assert analysis.generation_retry.count == 2 and analysis.generation_retry.model_extra == {"future": 1}
     measured = Analysis.model_validate({**OLDER, "measured": {**OLDER, "old": 1}}).measured
     assert measured is not None and measured.hair_color == "brown" and not hasattr(measured, "old")

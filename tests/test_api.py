@@ -17,12 +17,15 @@ import pytest
 from pipeline.api import BookJobError, BookJobs
 from pipeline.lease import EXIT_BUSY
 from steps.core.analysis import Analysis
-from steps.core.job import Artifact, JobRecord, Status, create_job, read_job, update_job
+from steps.core.job import Artifact, JobRecord, Status
+from steps.core.records import create_job, read_job, update_job
 from steps.core.store import S3Store
 from tests.doubles.cluster import ArgoServerDouble
 from tests.helpers import DEMO_PHOTO, ROOT, make_book
 
 TOKEN = "api-token"
+CHILD_PARAMETERS = {"photo-key", "child-name", "child-age", "child-gender", "dedication",
+                    "language"}
 
 
 @pytest.fixture
@@ -102,7 +105,11 @@ def test_the_shop_flow_against_the_argo_server(argo, bucket, portrait):
     params = posted(argo)[-1]
     assert params["stage"] == "analyze" and params["job-id"] == "shop-2"
     assert params["skip-analysis"] == "false"
-    assert S3Store(uri).read(params["photo-key"]) == portrait.read_bytes()
+    # the child is in the job's record, created before the workflow; the workflow carries none
+    assert not CHILD_PARAMETERS & set(params), params
+    record = read_job(S3Store(uri), "shop-2")
+    assert (record.child_name, record.child_age, record.status) == ("Mia", 5, Status.ANALYZING)
+    assert S3Store(uri).read(record.photo_key) == portrait.read_bytes()
 
     # the first workflow has not ended: a second one for the job is refused
     with pytest.raises(BookJobError) as busy:

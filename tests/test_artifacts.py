@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from steps.core import artifacts
-from steps.core.job import JobRecord, create_job, read_job
+from steps.core.job import JobRecord
 from steps.core.manifest import Output
+from steps.core.records import create_job, read_job
 from steps.core.store import LocalStore
 
 

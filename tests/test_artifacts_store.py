@@ -9,8 +9,9 @@ import json
 import pytest
 
 from steps.core import artifacts, faults
-from steps.core.job import Artifact, JobRecord, create_job, read_job
+from steps.core.job import Artifact, JobRecord
 from steps.core.manifest import Output
+from steps.core.records import create_job, read_job
 from steps.core.store import LocalStore
 
 

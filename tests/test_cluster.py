@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-from steps.core.job import JobRecord, create_job
+from steps.core.job import JobRecord
+from steps.core.records import create_job, read_job
 from steps.core.store import S3Store
 from tests.doubles.cluster import DEFAULT_PHASES, SEMAPHORE_WAIT, ArgoServerDouble, KubernetesDouble, kubeconfig
 
@@ -61,14 +62,66 @@ def test_submit_creates_a_workflow_from_the_template(argo, argo_env, s3_store, p
     assert workflow["spec"]["workflowTemplateRef"] == {"name": "book-job"}
     params = {p["name"]: p["value"] for p in workflow["spec"]["arguments"]["parameters"]}
     assert params["job-id"] == "olena-1" and params["stage"] == "full"
-    assert params["child-name"] == "Олена" and params["pages-per-task"] == "4"
-    assert params["photo-key"] == "uploads/olena-1/photo.png"
+    assert params["pages-per-task"] == "4"
     assert params["store"] == s3_store
     assert "analyzer" not in params  # the template's default (the GPU backend) applies
     assert workflow["metadata"]["labels"]["bookjob/job-id"] == "olena-1"
     assert "olena-1" in workflow["metadata"]["annotations"]["workflows.argoproj.io/title"]
-    # the photo went to the store before the workflow was created
+    # the photo and the record went to the store before the workflow was created
     assert S3Store(s3_store).read("uploads/olena-1/photo.png") == portrait.read_bytes()
+    record = read_job(S3Store(s3_store), "olena-1")
+    assert (record.child_name, record.child_age, record.child_gender) == ("Олена", 5, "girl")
+    assert record.photo_key == "uploads/olena-1/photo.png"
+
+
+CHILD_PARAMETERS = ("photo-key", "child-name", "child-age", "child-gender", "dedication")
+
+
+def test_a_submitted_workflow_carries_no_childs_details(argo, argo_env, s3_store, portrait,
+                                                        bucket):
+    """The Workflow the cluster client creates (as the Argo Server receives it) holds the job
+    id, the stage and settings; the child is read from the record by every step. The UI title
+    shows the job id and the book's title (read from its manifest)."""
+    import boto3
+
+    from tests.helpers import DEMO
+
+    books = boto3.client("s3")
+    books.put_object(Bucket=bucket, Key="books/demo/book.yaml",
+                     Body=(DEMO / "book" / "book.yaml").read_bytes())
+    dedication = "Для Олени від бабусі"
+    bookjob("submit", f"s3://{bucket}/books/demo", "--photo", str(portrait), "--name", "Олена",
+            "--age", "5", "--gender", "girl", "--dedication", dedication, "--language", "uk",
+            "--job-id", "olena-2", "--store", s3_store, env=argo_env)
+    [body] = [b for m, _, b in argo.requests if m == "POST"]
+    text = json.dumps(body, ensure_ascii=False)
+    for secret in ("Олена", dedication, "uploads/olena-2", "girl"):
+        assert secret not in text, f"{secret!r} is in the workflow"
+    params = {p["name"] for p in body["workflow"]["spec"]["arguments"]["parameters"]}
+    assert not params & set(CHILD_PARAMETERS)
+    annotations = body["workflow"]["spec"]["workflowMetadata"]["annotations"]
+    assert annotations["workflows.argoproj.io/title"] == "olena-2: Forest Friends (prepay)"
+    assert body["workflow"]["metadata"]["annotations"] == annotations
+    record = read_job(S3Store(s3_store), "olena-2")
+    assert (record.dedication, record.language) == (dedication, "uk")
+
+
+@pytest.mark.parametrize("source", ["compiled", "chart"])
+def test_the_templates_give_the_child_parameters_no_values(source):
+    """Left out by a submitted workflow, a child parameter takes the template's default: empty
+    in the compiled template and in the chart's, so nothing of a child comes from there."""
+    import yaml
+
+    from tests.helpers import ROOT
+
+    if source == "compiled":
+        template = yaml.safe_load((ROOT / "argo-templates" / "book-job.yaml").read_text())
+    else:
+        from tests.test_helm import workflow_template
+
+        template = workflow_template("default")
+    defaults = {p["name"]: p.get("value") for p in template["spec"]["arguments"]["parameters"]}
+    assert {name: defaults[name] for name in CHILD_PARAMETERS} == dict.fromkeys(CHILD_PARAMETERS, "")
 
 
 def test_submit_wait_follows_pending_to_success(argo, argo_env, s3_store, portrait):

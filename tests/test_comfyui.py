@@ -29,8 +29,9 @@ from steps.backends.comfyui_client import ComfyUIClient, ComfyUIError, ComfyUITi
 from steps.backgrounds import make_backgrounds, page_seed
 from steps.core.errors import InputError, SetupError
 from steps.core.images import load_page, load_photo
-from steps.core.job import JobRecord, Status, create_job, read_job, update_job
+from steps.core.job import JobRecord, Status
 from steps.core.manifest import load_book
+from steps.core.records import create_job, read_job, update_job
 from steps.core.store import LocalStore, upload_key
 from steps.plan import draw_seeds
 from tests.doubles.tiny_qwen import tiny_qwen  # noqa: F401 - the session fixture

@@ -14,7 +14,8 @@ import time
 
 import pytest
 
-from steps.core.job import JobRecord, Status, create_job, read_job, update_job
+from steps.core.job import JobRecord, Status
+from steps.core.records import create_job, read_job, update_job
 from steps.core.store import S3Store, StoreError
 from tests.doubles.s3_proxy import S3Proxy
 from tests.helpers import CHILD_ARGS, DEMO_PHOTO, ROOT

@@ -1,7 +1,8 @@
 """The old system's flow, faithfully (issue 13): every failure recorded, analysis on its own,
 regeneration as the shop knew it, the book bound to its job, empty stages, late duplicates.
 
-End to end through the `bookjob` CLI on the embedded engine (real steps, real Chromium)."""
+End to end through the `bookjob` CLI on the embedded engine (real steps, real Chromium), on
+every job-records backend: the store, SQLite and a real PostgreSQL (issue 24)."""
 
 from __future__ import annotations
 
@@ -15,11 +16,12 @@ import pytest
 import yaml
 
 from steps.core.analysis import Analysis, prompt_gender
-from steps.core.job import TRANSITIONS, JobRecord, Status, create_job, mark_failed, read_job, update_job
+from steps.core.job import TRANSITIONS, JobRecord, Status
+from steps.core.records import create_job, mark_failed, read_job, update_job
 from steps.core.store import LocalStore
 from tests.helpers import DEMO_PHOTO, ROOT, make_book
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("records_url")]
 
 
 def bookjob(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -121,14 +123,14 @@ def test_analyze_stage_rests_then_prepay_does_not_analyse_again(small, tmp_path)
 def test_the_analyze_step_on_an_unchanged_photo_leaves_the_status(small, portrait, tmp_path):
     store = tmp_path / "store"
     new_job(small, store, "a2")
-    record = json.loads((store / "jobs/a2/job.json").read_text())
+    record = read_job(LocalStore(store), "a2").model_dump(mode="json")
     done = subprocess.run(
         [sys.executable, "-m", "steps.analyze", "--store", str(store), "--job-id", "a2",
          "--book", str(small.absolute()), "--name", "Mia", "--age", "5"],
         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 0, done.stderr
     assert "analysis: unchanged, skipped" in done.stderr
-    after = json.loads((store / "jobs/a2/job.json").read_text())
+    after = read_job(LocalStore(store), "a2").model_dump(mode="json")
     assert after["status"] == "prepay_ready" and history(after) == history(record)
 
     # a new photo under the same key is analysed again, and the status says so

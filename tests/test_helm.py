@@ -67,6 +67,7 @@ VALUE_SETS: dict[str, dict] = {
                      "comfyui": {"url": "http://comfyui.ml.svc:8188", "timeoutSeconds": 900,
                                  "sidecar": {"enabled": False}}},
         "notify": {"existingSecret": "hooks"},
+        "records": {"existingSecret": "shop-db", "urlKey": "bookjob-url"},
         "extraEnv": [{"name": "AWS_MAX_ATTEMPTS", "value": "8"}]},
 }
 
@@ -382,6 +383,14 @@ def test_cpu_backends_model_volume_and_no_sidecar():
     assert env["BOOKJOB_COMFYUI_TIMEOUT"]["value"] == "900" and env["AWS_MAX_ATTEMPTS"]["value"] == "8"
     assert "BOOKJOB_COMFYUI_READY_TIMEOUT" not in env
     assert env["BOOKJOB_NOTIFY_SECRET"]["valueFrom"]["secretKeyRef"]["name"] == "hooks"
+    # the job records in the shop's database: every step (on_exit too) reads the same URL
+    for step in ("analyze", "plan", "render", "finalize", "on-exit"):
+        step_env = {e["name"]: e for e in by_name[step]["container"]["env"]}
+        assert step_env["BOOKJOB_RECORDS"]["valueFrom"] == {
+            "secretKeyRef": {"name": "shop-db", "key": "bookjob-url"}}
+    assert all(e["name"] != "BOOKJOB_RECORDS"       # by default: the store, nothing to set
+               for t in templates(workflow_template("default")).values()
+               for e in (t.get("container") or {}).get("env", []))
     assert spec["serviceAccountName"] == "books-workflow"
     names = {n for (_, n) in by_kind("cpu-backends-model-volume")}
     assert {"books-gpu-semaphore", "books-artifact-repository"} <= names

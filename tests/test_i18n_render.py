@@ -25,9 +25,10 @@ import pytest
 import yaml
 from PIL import Image
 
-from steps.core.job import JobRecord, create_job
+from steps.core.job import JobRecord
 from steps.core.manifest import load_book
 from steps.core.messages import Child, age_categories, fill
+from steps.core.records import create_job
 from steps.core.store import LocalStore, page_bg_key, page_key
 from tests.helpers import DEMO, DEMO_PHOTO, ROOT, make_book
 

@@ -8,19 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from steps.core.errors import InputError
-from steps.core.job import (
-    Artifact,
-    InvalidTransition,
-    JobRecord,
-    Status,
-    create_job,
-    mark_failed,
-    parse_age,
-    read_job,
-    update_job,
-    validate_job_id,
-    validate_name,
-)
+from steps.core.job import Artifact, InvalidTransition, JobRecord, Status, parse_age, validate_job_id, validate_name
+from steps.core.records import create_job, mark_failed, read_job, update_job
 from steps.core.store import LocalStore, open_store
 
 

@@ -26,8 +26,9 @@ from steps import analyze, finalize, on_exit, plan, runner
 from steps.core import artifacts, faults
 from steps.core.analysis import Analysis
 from steps.core.errors import InputError
-from steps.core.job import GENERATING, ArtifactKind, JobNotFound, Status, mark_failed, read_job
+from steps.core.job import GENERATING, ArtifactKind, JobNotFound, Status
 from steps.core.manifest import load_book
+from steps.core.records import mark_failed, read_job
 from steps.core.store import LocalStore
 from steps.protocol import EXIT_INPUT
 from tests.helpers import make_book

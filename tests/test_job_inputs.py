@@ -9,6 +9,7 @@ from steps.core.errors import InputError
 from steps.core.job import (
     GENDERS,
     MAX_NAME,
+    SCHEMA_VERSION,
     Status,
     new_record,
     parse_age,
@@ -128,7 +129,7 @@ def test_the_genders_are_the_ones_the_texts_select_on():
 def test_a_new_record_holds_what_was_typed_trimmed_and_nothing_else():
     record = new_record("j1", "/books/b", "uploads/j1/photo.jpg", "  Mia  ", " 5 ", "girl")
     assert record.model_dump(exclude={"created_at", "updated_at"}) == {
-        "job_id": "j1", "book_id": None, "book_uri": "/books/b",
+        "schema_version": SCHEMA_VERSION, "job_id": "j1", "book_id": None, "book_uri": "/books/b",
         "photo_key": "uploads/j1/photo.jpg", "photo_sha256": None, "photo_source": None,
         "child_name": "Mia", "child_age": 5, "child_gender": "girl", "language": "",
         "dedication": "", "status": Status.ANALYZING, "status_history": [], "analysis": None,

@@ -9,18 +9,9 @@ import re
 
 import pytest
 
-from steps.core import faults, job
-from steps.core.job import (
-    Artifact,
-    JobError,
-    JobNotFound,
-    JobRecord,
-    Status,
-    create_job,
-    job_exists,
-    read_job,
-    update_job,
-)
+from steps.core import faults, job, records_base, records_store
+from steps.core.job import Artifact, JobError, JobNotFound, JobRecord, Status
+from steps.core.records import StoreRecords, create_job, job_exists, read_job, update_job
 from steps.core.store import LocalStore, job_key
 
 
@@ -33,7 +24,7 @@ def new_record(job_id="j1", **fields) -> JobRecord:
 def posted(monkeypatch) -> list[dict]:
     """What the webhook was asked to send, as parsed records (the store writes are real)."""
     sent: list[dict] = []
-    monkeypatch.setattr(job.notify, "status_changed", lambda body: sent.append(json.loads(body)))
+    monkeypatch.setattr(records_base.notify, "status_changed", lambda body: sent.append(json.loads(body)))
     return sent
 
 
@@ -137,7 +128,7 @@ class Rival(LocalStore):
             current, current_version = self.read_versioned(key)
             record = JobRecord.model_validate_json(current)
             record.add_artifact(Artifact(kind="book_pdf", key=f"rival{self.races}", sha256="r", size=1))
-            assert super().write_if(key, job._dump(record), current_version)
+            assert super().write_if(key, records_base.dump(record), current_version)
         return super().write_if(key, data, version)
 
 
@@ -181,11 +172,11 @@ def a_new_dedication():
 
 
 def test_updates_give_up_after_the_attempts(tmp_path, monkeypatch):
-    monkeypatch.setattr(job.time, "sleep", lambda s: None)
+    monkeypatch.setattr(records_store.time, "sleep", lambda s: None)
     store = Busy(tmp_path)
     create_job(store, new_record())
     with pytest.raises(RuntimeError, match=r"^job j1: gave up after 3 conflicting updates$"):
-        update_job(store, "j1", lambda r: r.move_to(Status.ANALYZING), attempts=3)
+        update_job(StoreRecords(store, attempts=3), "j1", lambda r: r.move_to(Status.ANALYZING))
     assert store.tries == 1 + 3
     with pytest.raises(RuntimeError, match="gave up after 200 "):
         update_job(store, "j1", a_new_dedication())
@@ -194,12 +185,12 @@ def test_updates_give_up_after_the_attempts(tmp_path, monkeypatch):
 
 def test_the_backoff_between_attempts_grows_and_is_capped(tmp_path, monkeypatch):
     waits = []
-    monkeypatch.setattr(job.random, "uniform", lambda low, high: (low, high))
-    monkeypatch.setattr(job.time, "sleep", waits.append)
+    monkeypatch.setattr(records_store.random, "uniform", lambda low, high: (low, high))
+    monkeypatch.setattr(records_store.time, "sleep", waits.append)
     store = Busy(tmp_path)
     create_job(store, new_record())
     with pytest.raises(RuntimeError):
-        update_job(store, "j1", a_new_dedication(), attempts=12)
+        update_job(StoreRecords(store, attempts=12), "j1", a_new_dedication())
     assert waits == [(0, 0.002), (0, 0.004), (0, 0.008), (0, 0.016), (0, 0.032), (0, 0.064),
                      (0, 0.128), (0, 0.2), (0, 0.2), (0, 0.2), (0, 0.2), (0, 0.2)]
 

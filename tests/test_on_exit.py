@@ -15,7 +15,8 @@ from argparse import Namespace
 import pytest
 
 from steps import on_exit
-from steps.core.job import JobError, JobRecord, Status, create_job, read_job, update_job
+from steps.core.job import JobError, JobRecord, Status
+from steps.core.records import create_job, read_job, update_job
 from steps.core.store import LocalStore, job_key
 from steps.on_exit import decode_failures, first_failure
 from tests.harness.expr import go_quote, workflow_failures

@@ -10,6 +10,7 @@ Exit codes: 0 done, 1 other failure, 2 usage, 3 bad input (photo, manifest, name
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 import uuid
 from enum import Enum
@@ -18,15 +19,17 @@ from typing import Annotated
 
 import typer
 
-from steps.core.errors import InputError
-from steps.core.job import JobNotFound, JobRecord, Status, create_job, new_record, read_job, validate_job_id
+from steps.core.errors import InputError, SetupError, TransientError
+from steps.core.job import JobNotFound, JobRecord, Status, new_record, validate_job_id
+from steps.core.records import Records, open_records
 from steps.core.settings import settings
 from steps.core.store import Store, StoreError, open_store, upload_key
 from steps.protocol import EXIT_FAILURE, EXIT_INPUT, EXIT_USAGE
 
 
 class _App(typer.Typer):
-    """The CLI; a store that cannot be reached is one line and exit 1, not a traceback."""
+    """The CLI; a store or records database that cannot be reached, or a setup error, is one
+    line and exit 1, not a traceback."""
 
     def __call__(self, *args, **kwargs):
         try:
@@ -34,6 +37,12 @@ class _App(typer.Typer):
         except StoreError as e:
             typer.echo(f"error: temporary store failure ({e}); run the same command again "
                        "when the store is reachable.", err=True)
+            sys.exit(EXIT_FAILURE)
+        except TransientError as e:   # the records database, say
+            typer.echo(f"error: {e}; run the same command again when it answers.", err=True)
+            sys.exit(EXIT_FAILURE)
+        except SetupError as e:       # a schema to upgrade, a record of a newer bookjob
+            typer.echo(f"error: {e}", err=True)
             sys.exit(EXIT_FAILURE)
 
 
@@ -52,11 +61,28 @@ class Stage(str, Enum):
 
 StoreOpt = Annotated[str | None, typer.Option(
     "--store", help="A folder or s3://bucket/prefix [env BOOKJOB_STORE; default ./bookjob-store]")]
+RecordsOpt = Annotated[str | None, typer.Option(
+    "--records", help="Where job records live: store (beside the pages), sqlite:///path/to/"
+                      "bookjob.db or postgresql://user@host/db [env BOOKJOB_RECORDS; default store]")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the job record as JSON only.")]
 
 
 def store_at(uri: str | None) -> Store:
     return open_store(uri or settings().store)
+
+
+def records_at(store: Store, url: str | None) -> Records:
+    """The job records (``--records``, else ``BOOKJOB_RECORDS``, else the store); the steps
+    this process starts inherit the choice."""
+    if url:
+        os.environ["BOOKJOB_RECORDS"] = url
+    try:
+        return open_records(store, url)
+    except SetupError as e:
+        fail(EXIT_FAILURE, str(e))
+        raise
+
+
 
 
 def say(message: str) -> None:
@@ -141,25 +167,6 @@ def _check_same(record: JobRecord, store: Store, photo: str | None, name: str | 
                               "out or use a new job id")
 
 
-def print_summary(record: JobRecord, store: Store, runs: list) -> None:
-    if runs:
-        say("\nstep durations:")
-        totals: dict[str, float] = {}
-        for run in runs:
-            totals[f"{run.stage}/{run.step}"] = totals.get(f"{run.stage}/{run.step}", 0) + run.wall_s
-        for label, seconds in totals.items():
-            say(f"  {label:<24} {seconds:7.2f} s")
-    typer.echo(f"job {record.job_id}: {record.status.value}")
-    if record.error:
-        typer.echo(f"  error in {record.error.step} ({record.error.reason}): {record.error.message}")
-    where = getattr(store, "root", None)
-    for artifact in record.artifacts:
-        if artifact.kind in ("page_png", "preview_pdf", "book_pdf"):
-            location = where / artifact.key if where else f"{store.uri}/{artifact.key}"
-            page = f" page {artifact.page:02d}" if artifact.page else ""
-            typer.echo(f"  {artifact.kind}{page}: {location}")
-
-
 BookArg = Annotated[str | None, typer.Argument(
     help="A book folder holding book.yaml, or an s3:// prefix (may be left out for an existing "
          "job: it is bound to its book).")]
@@ -232,13 +239,28 @@ def photo_unchanged(store: Store, record: JobRecord) -> bool:
         return False
 
 
+def _check_child(name: str, age: str, gender: str | None, dedication: str | None) -> None:
+    """A new job's child fields, as the analyze step checks them (InputError if bad)."""
+    from steps.core.job import parse_age, validate_gender, validate_name
+    from steps.core.messages import validate_dedication
+
+    validate_name(name)
+    parse_age(age)
+    validate_gender(gender or "unspecified")
+    validate_dedication(dedication or "")
+
+
 def prepare_job(target: Store, book: str | None, photo: str | None, name: str | None,
                 age: str | None, gender: str | None, stage: Stage, job_id: str | None,
                 randomize_seed: bool, pages_per_task: str, pages: str | None = None,
-                language: str | None = None, dedication: str | None = None) -> dict[str, str]:
-    """Check what the user asked for against the store, upload a new job's photo, and return
-    the pipeline parameters. Usage errors exit 2; a bad job id, another book for a bound job or
-    a regeneration over the limit exit 3 (the job untouched)."""
+                language: str | None = None, dedication: str | None = None,
+                records: Records | None = None) -> dict[str, str]:
+    """Check what the user asked for against the job's record, create a new job's record (its
+    photo uploaded) and return the pipeline parameters: the job id, the stage and settings,
+    never the child (every step reads the child from the record). Usage errors exit 2; a bad
+    job id, bad child fields (the new job is then recorded as failed), another book for a
+    bound job or a regeneration over the limit exit 3."""
+    records = records or open_records(target)
     if pages_per_task != "auto" and not pages_per_task.isdigit():
         fail(EXIT_USAGE, f"--pages-per-task must be a number or auto, not {pages_per_task!r}")
     if job_id is not None and not job_id.strip():
@@ -255,13 +277,13 @@ def prepare_job(target: Store, book: str | None, photo: str | None, name: str | 
     except InputError as e:
         fail(EXIT_INPUT, e.message)
     try:
-        record: JobRecord | None = read_job(target, job_id)
+        record: JobRecord | None = records.read(job_id)
     except JobNotFound:
         record = None
     skip_analysis = False
     if record is not None:
         _check_same(record, target, photo, name, age, gender)
-        book = _bound_book(target, record, book)
+        book = _bound_book(records, record, book)
         if stage is Stage.postpay and not record.reached(Status.PREPAY_READY):
             fail(EXIT_USAGE, f"job {job_id} never reached prepay_ready ({record.status.value}); "
                               "run --stage prepay first")
@@ -271,11 +293,8 @@ def prepare_job(target: Store, book: str | None, photo: str | None, name: str | 
                 fail(EXIT_USAGE, f"job {job_id} was made with {option} {stored[:40]!r}; leave "
                                  f"{option} out or use a new job id")
         if randomize_seed:
-            _check_regeneration(target, record, regenerate_pages)
+            _check_regeneration(records, record, regenerate_pages)
         skip_analysis = stage in (Stage.prepay, Stage.full) and photo_unchanged(target, record)
-        photo_key, name, age, gender = (record.photo_key, record.child_name,
-                                        str(record.child_age), record.child_gender)
-        language, dedication = record.language, record.dedication
     else:
         if stage is Stage.postpay:
             fail(EXIT_USAGE, f"job {job_id} does not exist; postpay needs a job that reached "
@@ -288,23 +307,24 @@ def prepare_job(target: Store, book: str | None, photo: str | None, name: str | 
         if missing:
             fail(EXIT_USAGE, f"a new job needs {', '.join(missing)}")
         photo_key, source = _upload_photo(target, job_id, photo)
-        if source is not None:  # the record keeps where the photo came from
-            create_job(target, new_record(job_id, _book_uri(book), photo_key, name, age,
-                                          gender or "unspecified", photo_source=source,
-                                          language=language or "", dedication=dedication or ""))
+        records.create(new_record(job_id, _book_uri(book), photo_key, name, age,
+                                  gender or "unspecified", photo_source=source,
+                                  language=language or "", dedication=dedication or ""))
+        try:
+            _check_child(name, age, gender, dedication)
+        except InputError as e:   # recorded as the job's failure, as the analyze step would
+            records.mark_failed(job_id, "analyze", e.reason, e.message)
+            fail(EXIT_INPUT, e.message)
     return {"job_id": job_id, "book": _book_uri(book), "stage": stage.value, "store": target.uri,
-            "photo_key": photo_key, "child_name": name, "child_age": age,
-            "child_gender": gender or "unspecified", "randomize_seed": str(randomize_seed).lower(),
-            "skip_analysis": str(skip_analysis).lower(), "pages_per_task": str(pages_per_task),
-            "language": language or "", "dedication": dedication or ""}
+            "randomize_seed": str(randomize_seed).lower(),
+            "skip_analysis": str(skip_analysis).lower(), "pages_per_task": str(pages_per_task)}
 
 
-def _bound_book(store: Store, record: JobRecord, book: str | None) -> str:
+def _bound_book(records: Records, record: JobRecord, book: str | None) -> str:
     """The job's book: BOOK may be left out; given, it must be the job's book (the manifest's
     id), possibly moved (the record then follows it). Another book is exit 3."""
     if book is None or _book_uri(book) == record.book_uri:
         return record.book_uri
-    from steps.core.job import update_job
     from steps.core.manifest import load_book
 
     try:
@@ -319,13 +339,13 @@ def _bound_book(store: Store, record: JobRecord, book: str | None) -> str:
     def moved(job: JobRecord) -> None:
         job.book_uri = _book_uri(book)
 
-    update_job(store, record.job_id, moved)
+    records.update(record.job_id, moved)
     return _book_uri(book)
 
 
-def _check_regeneration(store: Store, record: JobRecord, pages: list[int]) -> None:
+def _check_regeneration(records: Records, record: JobRecord, pages: list[int]) -> None:
     """Refuse a regeneration over the limit before anything runs; note the pages asked for."""
-    from steps.core.job import ORDER, update_job
+    from steps.core.job import ORDER
 
     limit = settings().max_regenerations
     if record.generation_retry.count >= limit:
@@ -343,7 +363,7 @@ def _check_regeneration(store: Store, record: JobRecord, pages: list[int]) -> No
                 job.analysis.generation_retry.pages = pages
                 job.analysis.generation_retry.randomize_seed = True
 
-        update_job(store, record.job_id, ask)
+        records.update(record.job_id, ask)
 
 
 def backends(analyzer: str | None, analyzer_model: str | None, face_backend: str | None,

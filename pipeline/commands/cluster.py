@@ -30,6 +30,7 @@ from pipeline.commands.app import (
     NotifyOpt,
     PagesOpt,
     PhotoOpt,
+    RecordsOpt,
     SeedOpt,
     Stage,
     StageOpt,
@@ -38,6 +39,7 @@ from pipeline.commands.app import (
     backends,
     fail,
     prepare_job,
+    records_at,
     say,
     store_at,
 )
@@ -96,6 +98,7 @@ def submit(
     stage: StageOpt = Stage.prepay,
     job_id: JobIdOpt = None,
     store: StoreOpt = None,
+    records: RecordsOpt = None,
     randomize_seed: SeedOpt = False,
     pages: PagesOpt = None,
     pages_per_task: ChunkOpt = "0",
@@ -117,8 +120,13 @@ def submit(
     poll: PollOpt = 5.0,
     as_json: JsonOpt = False,
 ) -> None:
-    """Run a book job on a cluster: upload the photo, create a Workflow from `book-job`."""
+    """Run a book job on a cluster: a Workflow from the installed `book-job` template.
+
+    The photo is uploaded and the job's record created first; the Workflow carries the job id,
+    the stage and settings, never the child's details. With --records, the cluster's steps
+    must read the same records (the chart's `records.existingSecret`)."""
     target = store_at(store)
+    held = records_at(target, records)
     if not target.uri.startswith("s3://"):
         fail(EXIT_USAGE, "a cluster job needs a store it can reach: --store s3://bucket/prefix "
                           "(or BOOKJOB_STORE)")
@@ -134,7 +142,7 @@ def submit(
         except ClusterError as e:
             fail(EXIT_FAILURE, str(e))
     params = prepare_job(target, book, photo, name, age, gender, stage, job_id, randomize_seed,
-                         pages_per_task, pages, language, dedication)
+                         pages_per_task, pages, language, dedication, records=held)
     # Backends left out keep the template's defaults (the GPU backends on a cluster).
     params |= backends(analyzer, analyzer_model, face_backend, comfyui_url, {})
     if notify_url:

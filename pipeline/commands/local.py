@@ -31,6 +31,7 @@ from pipeline.commands.app import (
     NotifyOpt,
     PagesOpt,
     PhotoOpt,
+    RecordsOpt,
     SeedOpt,
     Stage,
     StageOpt,
@@ -40,13 +41,13 @@ from pipeline.commands.app import (
     fail,
     local_backends,
     prepare_job,
-    print_summary,
+    records_at,
     say,
     store_at,
 )
 from steps.core.errors import InputError
-from steps.core.job import JobNotFound, read_job, validate_job_id
-from steps.core.store import StoreError
+from steps.core.job import JobNotFound, JobRecord, validate_job_id
+from steps.core.store import Store, StoreError
 from steps.protocol import EXIT_FAILURE, EXIT_INPUT, EXIT_USAGE
 
 
@@ -97,6 +98,25 @@ class PageBars:
             self.chunks = {}
 
 
+def print_summary(record: JobRecord, store: Store, runs: list) -> None:
+    if runs:
+        say("\nstep durations:")
+        totals: dict[str, float] = {}
+        for run in runs:
+            totals[f"{run.stage}/{run.step}"] = totals.get(f"{run.stage}/{run.step}", 0) + run.wall_s
+        for label, seconds in totals.items():
+            say(f"  {label:<24} {seconds:7.2f} s")
+    typer.echo(f"job {record.job_id}: {record.status.value}")
+    if record.error:
+        typer.echo(f"  error in {record.error.step} ({record.error.reason}): {record.error.message}")
+    where = getattr(store, "root", None)
+    for artifact in record.artifacts:
+        if artifact.kind in ("page_png", "preview_pdf", "book_pdf"):
+            location = where / artifact.key if where else f"{store.uri}/{artifact.key}"
+            page = f" page {artifact.page:02d}" if artifact.page else ""
+            typer.echo(f"  {artifact.kind}{page}: {location}")
+
+
 @app.command()
 def run(
     book: BookArg = None,
@@ -109,6 +129,7 @@ def run(
     stage: StageOpt = Stage.prepay,
     job_id: JobIdOpt = None,
     store: StoreOpt = None,
+    records: RecordsOpt = None,
     randomize_seed: SeedOpt = False,
     pages: PagesOpt = None,
     pages_per_task: ChunkOpt = "auto",
@@ -130,7 +151,8 @@ def run(
     from pipeline.lease import EXIT_BUSY, Busy, Lease
 
     target = store_at(store)
-    start_early(s3=target.uri.startswith("s3://"))  # the step server starts while we check the job
+    held = records_at(target, records)
+    start_early(s3=target.uri.startswith("s3://"), sql=held.uri != "store")  # while we check the job
     if job_id is not None and not job_id.strip():
         fail(EXIT_USAGE, "--job-id is empty; give the job's id, or leave the option out for a "
                           "new job")
@@ -139,25 +161,25 @@ def run(
         validate_job_id(job_id)
     except InputError as e:
         fail(EXIT_INPUT, e.message)
-    lease = Lease(target, job_id, stage.value)
+    lease = Lease(held, job_id, stage.value)
     try:
         lease.acquire(wait_for_lease, waiting=lambda busy: say(f"{busy}; waiting for it"))
     except Busy as busy:
         fail(EXIT_BUSY, f"{busy}; nothing was done. Wait for it (`--wait-for-lease SECONDS`) "
                         f"or follow it with `bookjob status {job_id}`.")
     with lease:
-        _run_leased(target, lease, book, photo, name, age, gender, language, dedication, stage,
+        _run_leased(target, held, lease, book, photo, name, age, gender, language, dedication, stage,
                     job_id, randomize_seed, pages, pages_per_task, analyzer, analyzer_model,
                     face_backend, comfyui_url, notify_url, as_json)
 
 
-def _run_leased(target, lease, book, photo, name, age, gender, language, dedication, stage, job_id,
+def _run_leased(target, held, lease, book, photo, name, age, gender, language, dedication, stage, job_id,
                 randomize_seed, pages, pages_per_task, analyzer, analyzer_model, face_backend,
                 comfyui_url, notify_url, as_json) -> None:
     from pipeline.local import LocalEngine, StepFailed
 
     params = prepare_job(target, book, photo, name, age, gender, stage, job_id, randomize_seed,
-                         pages_per_task, pages, language, dedication)
+                         pages_per_task, pages, language, dedication, records=held)
     params |= backends(analyzer, analyzer_model, face_backend, comfyui_url, local_backends())
     if notify_url:
         os.environ["BOOKJOB_NOTIFY_URL"] = notify_url  # the steps inherit it
@@ -165,7 +187,8 @@ def _run_leased(target, lease, book, photo, name, age, gender, language, dedicat
     say(f"job {job_id}: {stage.value} of {params['book']} (store {target.uri})"
         + ("; analysed from this photo already" if params["skip_analysis"] == "true" else ""))
     bar = PageBars(sys.stderr)
-    engine = LocalEngine(target, params, progress=bar.line, pages=bar.page, run_id=lease.run_id)
+    engine = LocalEngine(target, params, progress=bar.line, pages=bar.page, run_id=lease.run_id,
+                         records=held)
     code = 0
     try:
         engine.run(stage.value)
@@ -175,7 +198,7 @@ def _run_leased(target, lease, book, photo, name, age, gender, language, dedicat
     finally:
         bar.close()
     try:
-        final = read_job(target, job_id)
+        final = held.read(job_id)
     except JobNotFound:
         raise typer.Exit(code or EXIT_FAILURE) from None
     except StoreError:
@@ -193,6 +216,7 @@ def _run_leased(target, lease, book, photo, name, age, gender, language, dedicat
 def status(
     job_id: Annotated[str, typer.Argument(help="The job's id.")],
     store: StoreOpt = None,
+    records: RecordsOpt = None,
     server: Annotated[str | None, typer.Option(
         "--server", help="Also show the job's workflows on this Argo Server [env ARGO_SERVER].")] = None,
     namespace: Annotated[str | None, typer.Option("--namespace", "-n")] = None,
@@ -205,9 +229,10 @@ def status(
     A job left in progress by a run that has ended without saying so (a killed local run, a
     terminated or deleted workflow) is marked failed with reason `interrupted` first."""
     target = store_at(store)
+    held = records_at(target, records)
     try:
         validate_job_id(job_id)
-        record = read_job(target, job_id)
+        record = held.read(job_id)
     except InputError as e:
         fail(EXIT_USAGE, e.message)
     except JobNotFound as e:
@@ -218,7 +243,7 @@ def status(
     from pipeline.api import reconcile
 
     # a run that ended without saying so (killed; workflow terminated or deleted): interrupted
-    record = reconcile(target, record, None if trouble else workflows)
+    record = reconcile(held, record, None if trouble else workflows)
     if as_json:
         document = json.loads(record.model_dump_json())
         if workflows is not None:
@@ -243,7 +268,8 @@ def demo(
     name = {"uk": "Марійка"}.get(language or "", "Mia")
     run(book=str(DEMO / "book"), photo=str(DEMO / "photo.jpg"), name=name, age="6",
         gender="girl", language=language, dedication=None, stage=Stage.full, job_id=None,
-        store=store, randomize_seed=False, pages=None, pages_per_task="auto", wait_for_lease=0.0,
+        store=store, records=None, randomize_seed=False, pages=None, pages_per_task="auto",
+        wait_for_lease=0.0,
         analyzer=None, analyzer_model=None, face_backend=None, comfyui_url=None,
         notify_url=None, as_json=as_json)
 

@@ -2,7 +2,8 @@
 
 Every analyzer returns one :class:`Analysis`: where the face is (the face transfer needs the
 eyes), the child's features in small fixed vocabularies, and the common prompt the GPU face
-backend is given. Records written by older versions carry extra keys; they are ignored.
+backend is given. A model's answer is read for the features alone (extra keys ignored); the
+record's analysis keeps every key it carries, also those a newer bookjob added.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ class GenerationRetry(BaseModel):
     ``--randomize-seed``) sets ``randomize_seed``; the next prepay run draws fresh seeds,
     counts it and resets the flag."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="allow")
 
     randomize_seed: bool = False
     count: int = 0                                # regenerations so far
@@ -41,6 +42,8 @@ class GenerationRetry(BaseModel):
 
 
 class Analysis(Features):
+    model_config = ConfigDict(extra="allow")   # a newer bookjob's fields are kept
+
     source: str                                   # heuristic | qwen2-vl | heuristic-fallback
     face_detected: bool = True
     faces_found: int = 1

@@ -18,7 +18,8 @@ from pathlib import Path, PurePosixPath
 from pydantic import BaseModel
 
 from steps.core import faults
-from steps.core.job import Artifact, ArtifactKind, JobRecord, update_job
+from steps.core.job import Artifact, ArtifactKind, JobRecord
+from steps.core.records import update_job
 from steps.core.store import Store
 from steps.protocol import unchanged_line
 

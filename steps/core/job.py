@@ -1,27 +1,31 @@
-"""The job record (``jobs/{job_id}/job.json``): statuses, allowed transitions, safe updates.
+"""The job record: statuses, allowed transitions, its versions, the child's fields checked.
 
-The record is the only mutable shared state of a job. Every change goes through
-:func:`update_job`, a compare-and-swap loop on the store, so concurrent steps (page chunks
-finishing together) never lose each other's update.
+The record is the only mutable shared state of a job. Where it lives and how it is changed
+safely (compare-and-swap, on every backend) is :mod:`steps.core.records`.
+
+Records are versioned: every record carries ``schema_version`` (:data:`SCHEMA_VERSION` for
+those this code writes; a record without one is version 1). Fields this version does not know
+are kept (``extra="allow"`` on every model of the record), and a status it does not know
+(``printing``, written by a newer bookjob) is read as it is: a :class:`Status` outside the
+flow, which :mod:`steps.core.records` refuses to change.
 """
 
 from __future__ import annotations
 
-import random
 import re
-import time
 import unicodedata
-from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import Enum
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from steps.core import faults, notify
 from steps.core.analysis import Analysis, GenerationRetry
 from steps.core.errors import InputError
-from steps.core.store import Store, job_key
+
+# 1: records before versioning; 2: schema_version, unknown fields and statuses kept.
+SCHEMA_VERSION = 2
+KEEP = ConfigDict(extra="allow")   # fields a newer bookjob added survive every update
 
 
 class Status(str, Enum):
@@ -33,6 +37,16 @@ class Status(str, Enum):
     COMPLETED = "completed"
     ANALYSIS_FAILED = "analysis_failed"
     GENERATION_FAILED = "generation_failed"
+
+    @classmethod
+    def _missing_(cls, value: object) -> Status | None:
+        """A status a newer bookjob wrote: kept and shown as it is, outside the flow."""
+        if not isinstance(value, str) or not value:
+            return None
+        unknown = str.__new__(cls, value)
+        unknown._name_ = value.upper()
+        unknown._value_ = value
+        return unknown
 
 
 S = Status
@@ -68,11 +82,15 @@ def now() -> str:
 
 
 class StatusChange(BaseModel):
+    model_config = KEEP
+
     status: Status
     at: str
 
 
 class Artifact(BaseModel):
+    model_config = KEEP
+
     kind: ArtifactKind
     page: int | None = None
     key: str
@@ -82,12 +100,17 @@ class Artifact(BaseModel):
 
 
 class JobError(BaseModel):
+    model_config = KEEP
+
     step: str
     reason: str
     message: str
 
 
 class JobRecord(BaseModel):
+    model_config = KEEP
+
+    schema_version: int = 1            # absent: a record from before versioning
     job_id: str
     book_id: str | None = None
     book_uri: str
@@ -155,18 +178,7 @@ class JobNotFound(Exception):
     pass
 
 
-# ---- reading and writing ----------------------------------------------------------------
-
-
-def _dump(record: JobRecord) -> bytes:
-    return record.model_dump_json(indent=2).encode()
-
-
-def read_job(store: Store, job_id: str) -> JobRecord:
-    try:
-        return JobRecord.model_validate_json(store.read(job_key(job_id)))
-    except FileNotFoundError:
-        raise JobNotFound(f"no job {job_id!r} in {store.uri}") from None
+# ---- a new record ----------------------------------------------------------------------
 
 
 def new_record(job_id: str, book_uri: str, photo_key: str, name: str, age: str | int,
@@ -178,65 +190,10 @@ def new_record(job_id: str, book_uri: str, photo_key: str, name: str, age: str |
         child_age = parse_age(age)
     except InputError:
         child_age = None
-    return JobRecord(job_id=job_id, book_uri=book_uri, photo_key=photo_key,
-                     child_name=str(name).strip()[:200], child_age=child_age, child_gender=gender,
-                     photo_source=photo_source, language=language, dedication=dedication)
-
-
-def job_exists(store: Store, job_id: str) -> bool:
-    return store.exists(job_key(job_id))
-
-
-def create_job(store: Store, record: JobRecord) -> bool:
-    """Write a new record; False if a record with that id already exists."""
-    record.status_history = [StatusChange(status=record.status, at=now())]
-    body = _dump(record)
-    created = store.write_if(job_key(record.job_id), body, None)
-    if created:
-        notify.status_changed(body)
-    return created
-
-
-def update_job(store: Store, job_id: str, change: Callable[[JobRecord], None],
-               attempts: int = 200) -> JobRecord:
-    """Apply ``change`` to the current record with compare-and-swap, retrying on conflict."""
-    key = job_key(job_id)
-    current = store.read_versioned(key)
-    for attempt in range(attempts):
-        if current is None:
-            raise JobNotFound(f"no job {job_id!r} in {store.uri}")
-        data, version = current
-        record = JobRecord.model_validate_json(data)
-        before = record.status, len(record.status_history)
-        change(record)
-        record.updated_at = now()
-        body = _dump(record)
-        faults.point("update")
-        written = store.write_if(key, body, version)
-        if not written:
-            current = store.read_versioned(key)
-            # A conditional write whose answer was lost (a timeout, then the client's retry met
-            # our own write) reads as a conflict, though the record already holds this change.
-            written = current is not None and current[0] == body
-        if written:
-            if (record.status, len(record.status_history)) != before:
-                notify.status_changed(body)
-            return record
-        time.sleep(random.uniform(0, min(0.2, 0.002 * 2 ** min(attempt, 7))))
-    raise RuntimeError(f"job {job_id}: gave up after {attempts} conflicting updates")
-
-
-def mark_failed(store: Store, job_id: str, step: str, reason: str, message: str) -> JobRecord:
-    """The job becomes ``analysis_failed`` (during analysis) or ``generation_failed``."""
-
-    def fail(record: JobRecord) -> None:
-        analysing = record.status in (Status.ANALYZING, Status.ANALYSIS_FAILED)
-        target = Status.ANALYSIS_FAILED if analysing else Status.GENERATION_FAILED
-        if record.status != target:
-            record.move_to(target)
-        record.error = JobError(step=step, reason=reason, message=message)
-
-    return update_job(store, job_id, fail)
+    return JobRecord(schema_version=SCHEMA_VERSION, job_id=job_id, book_uri=book_uri,
+                     photo_key=photo_key, child_name=str(name).strip()[:200], child_age=child_age,
+                     child_gender=gender, photo_source=photo_source, language=language,
+                     dedication=dedication)
 
 
 # ---- validation of what a user types ----------------------------------------------------

@@ -22,6 +22,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BOOKJOB_", env_ignore_empty=True, extra="ignore")
 
     store: str = "./bookjob-store"              # the CLI's store: a folder or s3://bucket/prefix
+    records: str = "store"                       # job records: store, sqlite:///…, postgresql://…
     # backends (the local engine's defaults; the Argo template has the cluster's)
     analyzer: Literal["heuristic", "qwen2-vl"] = "heuristic"
     analyzer_model: str = ""                     # a local Qwen2-VL directory

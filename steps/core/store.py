@@ -90,6 +90,10 @@ class Store(ABC):
     def exists(self, key: str) -> bool: ...
 
     @abstractmethod
+    def folders(self, prefix: str) -> list[str]:
+        """The "folders" right under ``prefix`` (``jobs/`` -> ``jobs/a/``, ``jobs/b/``), sorted."""
+
+    @abstractmethod
     def list(self, prefix: str) -> list[str]:
         """Keys under ``prefix``, sorted."""
 
@@ -157,6 +161,13 @@ class LocalStore(Store):
 
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()
+
+    def folders(self, prefix: str) -> list[str]:
+        base = self.root / _check_key(prefix.rstrip("/"))
+        if not base.is_dir():
+            return []
+        return sorted(f"{prefix}{entry.name}/" for entry in os.scandir(base)
+                      if entry.is_dir() and not entry.name.startswith("."))
 
     def list(self, prefix: str) -> list[str]:
         base = self.root / prefix.rpartition("/")[0]   # the folder the prefix ends in
@@ -266,6 +277,17 @@ class S3Store(Store):
             return True
         except FileNotFoundError:
             return False
+
+    def folders(self, prefix: str) -> list[str]:
+        found: list[str] = []
+        token: dict[str, str] = {}
+        while True:
+            page = self._call("list_objects_v2", Prefix=self.prefix + prefix, Delimiter="/",
+                              MaxKeys=self.list_page_size, **token)
+            found += [p["Prefix"][len(self.prefix):] for p in page.get("CommonPrefixes", [])]
+            if not page.get("IsTruncated"):
+                return sorted(found)
+            token = {"ContinuationToken": page["NextContinuationToken"]}
 
     def list(self, prefix: str) -> list[str]:
         keys: list[str] = []

@@ -77,8 +77,8 @@ app.kubernetes.io/part-of: bookjob
 {{- end }}
 {{- end }}
 
-{{/* Environment of every step container beyond the pipeline's own: S3 access, ComfyUI
-     timeout, extraEnv. Empty with the default values. */}}
+{{/* Environment of every step container beyond the pipeline's own: S3 access, the job
+     records' URL, ComfyUI timeout, extraEnv. Empty with the default values. */}}
 {{- define "bookjob.stepEnv" -}}
 {{- $env := list }}
 {{- with include "bookjob.s3EndpointURL" . }}
@@ -90,6 +90,9 @@ app.kubernetes.io/part-of: bookjob
 {{- with .Values.s3.existingSecret }}
 {{- $env = append $env (dict "name" "AWS_ACCESS_KEY_ID" "valueFrom" (dict "secretKeyRef" (dict "name" . "key" $.Values.s3.accessKeyKey))) }}
 {{- $env = append $env (dict "name" "AWS_SECRET_ACCESS_KEY" "valueFrom" (dict "secretKeyRef" (dict "name" . "key" $.Values.s3.secretKeyKey))) }}
+{{- end }}
+{{- with .Values.records.existingSecret }}
+{{- $env = append $env (dict "name" "BOOKJOB_RECORDS" "valueFrom" (dict "secretKeyRef" (dict "name" . "key" $.Values.records.urlKey))) }}
 {{- end }}
 {{- with .Values.backends.comfyui.timeoutSeconds }}
 {{- $env = append $env (dict "name" "BOOKJOB_COMFYUI_TIMEOUT" "value" (toString .)) }}

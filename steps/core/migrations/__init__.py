@@ -1,0 +1,1 @@
+"""The records database's schema, as Alembic revisions (``bookjob db upgrade`` applies them)."""
