@@ -1,6 +1,7 @@
 """One job, one run at a time (issue 13): the lease, runs started together, a killed run that
 `bookjob status` reconciles, no orphan temporary files, each run's own logs; and the sources
-a job may read over plain http:// (a local http.server on loopback)."""
+a job may read over plain http:// (a local http.server on loopback). On every job-records
+backend (the store, SQLite, a real PostgreSQL): the lease lives in the records."""
 
 from __future__ import annotations
 
@@ -19,25 +20,28 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.lease import EXIT_BUSY, Busy, Holder, Lease, holder, lease_key
+from pipeline.lease import EXIT_BUSY, Busy, Holder, Lease, holder
 from steps.core import sources
 from steps.core.errors import InputError
+from steps.core.records import job_exists, open_records, read_job
 from steps.core.store import LocalStore
 from tests.helpers import DEMO_PHOTO, ROOT, make_book
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("records_url")]
 
 
 def cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> list[str]:
     return [sys.executable, "-m", "pipeline.cli", *args]
 
 
-ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+def env_now() -> dict[str, str]:
+    """The environment as the test has set it (BOOKJOB_RECORDS among it)."""
+    return {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
 def start(*args: str, env=None) -> subprocess.Popen:
     return subprocess.Popen(cli(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**ENV, **(env or {})}, cwd=ROOT, start_new_session=True)
+                            env={**env_now(), **(env or {})}, cwd=ROOT, start_new_session=True)
 
 
 def new_job_args(book: Path, store: Path, job: str, stage: str = "full") -> list[str]:
@@ -59,8 +63,18 @@ def small(tmp_path) -> Path:
 # ---- the lease ----------------------------------------------------------------------------
 
 
+def job(store: Path, job_id: str) -> dict:
+    """The job's record as JSON, from whichever records backend the test runs on."""
+    return read_job(LocalStore(store), job_id).model_dump(mode="json")
+
+
+def put_lease(records, job_id: str, holder_: Holder) -> None:
+    assert records.write_lease_if(job_id, json.dumps(holder_.__dict__).encode(),
+                                  records.read_lease(job_id)[1])
+
+
 def test_the_lease_is_held_by_one_run_and_freed_by_release_death_or_silence(tmp_path):
-    store = LocalStore(tmp_path)
+    store = open_records(LocalStore(tmp_path))
     first = Lease(store, "j", "full")
     first.acquire()
     with pytest.raises(Busy, match="being run by run"):
@@ -69,16 +83,16 @@ def test_the_lease_is_held_by_one_run_and_freed_by_release_death_or_silence(tmp_
     second = Lease(store, "j", "prepay")
     second.acquire()        # released: free
     second._stop.set()      # the holder dies without releasing ...
-    dead = Holder(**{**json.loads(store.read(lease_key("j"))), "pid": 2 ** 22 + 17})
-    store.write(lease_key("j"), json.dumps(dead.__dict__).encode())
+    dead = Holder(**{**json.loads(store.read_lease("j")[0]), "pid": 2 ** 22 + 17})
+    put_lease(store, "j", dead)
     Lease(store, "j", "full").try_acquire()    # ... a dead process on this host: free
-    silent = Holder(**{**json.loads(store.read(lease_key("j"))), "host": "elsewhere",
+    silent = Holder(**{**json.loads(store.read_lease("j")[0]), "host": "elsewhere",
                        "heartbeat": time.time() - 3600})
-    store.write(lease_key("j"), json.dumps(silent.__dict__).encode())
+    put_lease(store, "j", silent)
     Lease(store, "j", "full").try_acquire()    # silent for longer than a lease: free
-    alive = Holder(**{**json.loads(store.read(lease_key("j"))), "host": "elsewhere",
+    alive = Holder(**{**json.loads(store.read_lease("j")[0]), "host": "elsewhere",
                       "run_id": "other"})
-    store.write(lease_key("j"), json.dumps(alive.__dict__).encode())
+    put_lease(store, "j", alive)
     with pytest.raises(Busy):                  # another host, heartbeat fresh: held
         Lease(store, "j", "full").try_acquire()
 
@@ -95,18 +109,18 @@ def test_two_runs_of_one_job_started_together(small, tmp_path):
     refused = b_err if b.returncode == EXIT_BUSY else a_err
     lines = [line for line in refused.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "being run by run" in lines[0]
-    record = json.loads((store / "jobs/twin/job.json").read_text())
+    record = job(store, "twin")
     assert record["status"] == "completed" and record["error"] is None
     # one run, its own logs
     assert [p.name for p in (store / "jobs/twin/logs").iterdir()] == [
-        json.loads((store / "jobs/twin/lease.json").read_text())["run_id"]]
+        holder(open_records(LocalStore(store)), "twin").run_id]
 
     # the second run, told to wait, runs after the first and changes no page
     before = layout(store, "twin")
     a = start(*args)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:   # a holds the job
-        now = holder(LocalStore(store), "twin")
+        now = holder(open_records(LocalStore(store)), "twin")
         if now is not None and now.pid == a.pid and not now.released:
             break
         time.sleep(0.05)
@@ -118,7 +132,9 @@ def test_two_runs_of_one_job_started_together(small, tmp_path):
     assert len(list((store / "jobs/twin/logs").iterdir())) == 3
     # identical to a single run of the job
     solo = tmp_path / "solo"
-    done = subprocess.run(cli(*new_job_args(small, solo, "twin")), env=ENV, cwd=ROOT,
+    # (records of its own: the pages are the same whichever backend holds the record)
+    done = subprocess.run(cli(*new_job_args(small, solo, "twin")),
+                          env={**env_now(), "BOOKJOB_RECORDS": "store"}, cwd=ROOT,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert layout(solo, "twin") == before
@@ -135,24 +151,24 @@ def test_a_killed_run_is_reconciled_by_status_and_leaves_no_temporary_file(small
     assert orphans, "the kill was meant to leave a temporary file behind"
     assert LocalStore(store).list("") == sorted(LocalStore(store).list(""))
     assert not any(LocalStore.TMP in key or key.endswith(".tmp") for key in LocalStore(store).list(""))
-    assert json.loads((store / "jobs/killed/job.json").read_text())["status"] == "prepay_generating"
+    assert job(store, "killed")["status"] == "prepay_generating"
 
-    status = subprocess.run(cli("status", "killed", "--store", str(store), "--json"), env=ENV,
+    status = subprocess.run(cli("status", "killed", "--store", str(store), "--json"), env=env_now(),
                             cwd=ROOT, capture_output=True, text=True, timeout=60)
     record = json.loads(status.stdout)
     assert record["status"] == "generation_failed"
     assert record["error"]["reason"] == "interrupted" and "was killed" in record["error"]["message"]
 
-    done = subprocess.run(cli(*args[:1], "--job-id", "killed", "--store", str(store)), env=ENV,
+    done = subprocess.run(cli(*args[:1], "--job-id", "killed", "--store", str(store)), env=env_now(),
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert list((store / LocalStore.TMP).iterdir()) == []
     hidden = [p for p in store.rglob("*.tmp")]
     assert hidden == []
-    finished = json.loads((store / "jobs/killed/job.json").read_text())
+    finished = job(store, "killed")
     assert finished["status"] == "prepay_ready"
     # a finished run is never reconciled into a failure
-    status = subprocess.run(cli("status", "killed", "--store", str(store), "--json"), env=ENV,
+    status = subprocess.run(cli("status", "killed", "--store", str(store), "--json"), env=env_now(),
                             cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert json.loads(status.stdout)["status"] == "prepay_ready"
 
@@ -185,15 +201,15 @@ def test_http_sources_only_from_allowed_hosts(small, tmp_path, http_server, monk
     args = ["run", str(small), "--photo", f"http://{where}/photo.jpg", "--name", "Mia", "--age",
             "5", "--job-id", "web", "--store", str(store), "--json"]
 
-    refused = subprocess.run(cli(*args), env={**ENV, "BOOKJOB_ALLOW_HTTP_HOSTS": ""}, cwd=ROOT,
+    refused = subprocess.run(cli(*args), env={**env_now(), "BOOKJOB_ALLOW_HTTP_HOSTS": ""}, cwd=ROOT,
                              capture_output=True, text=True, timeout=600)
     assert refused.returncode == 3 and "BOOKJOB_ALLOW_HTTP_HOSTS" in refused.stderr
-    assert not (store / "jobs/web/job.json").exists()   # no job, only a released lease
-    other_port = subprocess.run(cli(*args), env={**ENV, "BOOKJOB_ALLOW_HTTP_HOSTS": "127.0.0.1"},
+    assert not job_exists(LocalStore(store), "web")   # no job, only a released lease
+    other_port = subprocess.run(cli(*args), env={**env_now(), "BOOKJOB_ALLOW_HTTP_HOSTS": "127.0.0.1"},
                                 cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert other_port.returncode == 3  # an entry without a port means port 80 only
 
-    done = subprocess.run(cli(*args), env={**ENV, "BOOKJOB_ALLOW_HTTP_HOSTS": f"x.test, {where}"},
+    done = subprocess.run(cli(*args), env={**env_now(), "BOOKJOB_ALLOW_HTTP_HOSTS": f"x.test, {where}"},
                           cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     record = json.loads(done.stdout)

@@ -5,7 +5,8 @@ whole run (the CLI, its step and the browser: one process group, as when a machi
 killed some milliseconds into a step. After each kill nothing half-written is visible and the
 record never names an object it does not match; the same `bookjob run` again finishes the job
 with outputs byte-identical to an uninterrupted run of another job id and exactly one
-artifact record per output. A finished stage run again redoes nothing and says so.
+artifact record per output. A finished stage run again redoes nothing and says so. The kills
+run on every job-records backend (the store, SQLite, a real PostgreSQL).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from steps.core.records import job_exists, read_job
 from steps.core.store import LocalStore, S3Store
 from tests.helpers import CHILD_ARGS, DEMO_PHOTO, ROOT
 
@@ -79,7 +81,8 @@ def outputs(store, job: str) -> dict[str, bytes]:
 
 
 def record(store, job: str) -> dict:
-    return json.loads(store.read(f"jobs/{job}/job.json"))
+    """The job's record as JSON, from the records backend the test runs on."""
+    return read_job(store, job).model_dump(mode="json")
 
 
 def artifact_set(rec: dict) -> list[tuple]:
@@ -109,7 +112,7 @@ def check_visible_state(store, job: str) -> None:
             assert len(PdfReader(io.BytesIO(data)).pages) > 0
         elif key.endswith(".json"):
             json.loads(data)
-    if store.exists(f"jobs/{job}/job.json"):
+    if job_exists(store, job):
         for a in record(store, job)["artifacts"]:
             assert hashlib.sha256(store.read(a["key"])).hexdigest() == a["sha256"], a["key"]
 
@@ -136,7 +139,8 @@ KILLS = [
 
 
 @pytest.mark.parametrize("step,point,nth", KILLS, ids=[f"{s}:{p}:{n}" for s, p, n in KILLS])
-def test_kill_at_a_named_point_then_rerun(book, reference, tmp_path, count, step, point, nth):
+def test_kill_at_a_named_point_then_rerun(book, reference, tmp_path, count, step, point, nth,
+                                          records_url):
     root, job = tmp_path / "store", f"kill-{step}-{point}"
     env = {"BOOKJOB_KILL": f"{step}:{point}:{nth}", "BOOKJOB_KILL_SCOPE": "group"}
     code, err, _ = bookjob(command(book, job, str(root)), env=env)
@@ -150,7 +154,8 @@ TIMED = [("prepay/analyze", 0.15), ("prepay/backgrounds", 0.6), ("prepay/render"
 
 
 @pytest.mark.parametrize("after,delay", TIMED, ids=[f"{a or 'start'}+{d}s" for a, d in TIMED])
-def test_kill_the_whole_run_at_a_moment_then_rerun(book, reference, tmp_path, count, after, delay):
+def test_kill_the_whole_run_at_a_moment_then_rerun(book, reference, tmp_path, count, after, delay,
+                                                   records_url):
     root, job = tmp_path / "store", "timed"
     code, err, killed = bookjob(command(book, job, str(root)), kill_after=(after, delay))
     assert killed and code == -signal.SIGKILL, err
@@ -169,7 +174,8 @@ def survive(book, root, job: str, reference, count) -> None:
 
 
 @pytest.mark.parametrize("step,point,nth", [("render", "put", 1)])
-def test_a_killed_step_is_retried_by_the_engine(book, reference, tmp_path, count, step, point, nth):
+def test_a_killed_step_is_retried_by_the_engine(book, reference, tmp_path, count, step, point, nth,
+                                               records_url):
     """Only the step dies (a pod killed): the engine retries it and the run finishes."""
     root, job = tmp_path / "store", "retried"
     env = {"BOOKJOB_KILL": f"{step}:{point}:{nth}", "BOOKJOB_KILL_ONCE": str(tmp_path / "fired")}

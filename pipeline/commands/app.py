@@ -21,7 +21,7 @@ import typer
 
 from steps.core.errors import InputError, SetupError, TransientError
 from steps.core.job import JobNotFound, JobRecord, Status, new_record, validate_job_id
-from steps.core.records import Records, open_records
+from steps.core.records import Records, check_writable, open_records
 from steps.core.settings import settings
 from steps.core.store import Store, StoreError, open_store, upload_key
 from steps.protocol import EXIT_FAILURE, EXIT_INPUT, EXIT_USAGE
@@ -282,6 +282,10 @@ def prepare_job(target: Store, book: str | None, photo: str | None, name: str | 
         record = None
     skip_analysis = False
     if record is not None:
+        try:
+            check_writable(record)
+        except SetupError as e:   # a newer bookjob's record: shown, never changed
+            fail(EXIT_FAILURE, str(e))
         _check_same(record, target, photo, name, age, gender)
         book = _bound_book(records, record, book)
         if stage is Stage.postpay and not record.reached(Status.PREPAY_READY):
