@@ -62,3 +62,13 @@ def test_the_cluster_cost_model_counts_pods_loads_and_gpu_seconds_by_hand():
     assert classic["gpu_s_held"] == 1
     classic_before = cluster_cost(faces, stages, 2, "classic", "heuristic", "before", m)
     assert classic_before["gpu_pods"] == 4 and classic_before["gpu_s_held"] == 1 + 3 * 1 + 3 * 0.5 + 2 * 5
+
+
+def test_the_records_query_figure_counts_what_it_lists(tmp_path):
+    """bench/records.py fills each backend and lists the prepay_ready fifth of its jobs."""
+    from bench.records import main
+
+    figures = main(50)
+    for backend in ("store", "sqlite", "postgresql"):
+        assert figures[backend]["jobs"] == 50 and figures[backend]["listed"] == 10, figures
+        assert figures[backend]["cli_s"] > figures[backend]["query_s"] > 0
