@@ -101,8 +101,25 @@ class Started:
 
 
 class _Launcher:
-    def __init__(self) -> None:
+    """Starts step processes with this process's environment and ``env`` over it (a job's own
+    settings, on a worker that runs many jobs); :meth:`kill` ends every one still running."""
+
+    def __init__(self, env: dict[str, str] | None = None) -> None:
         self.scratch = tempfile.TemporaryDirectory(prefix="bookjob-steps-")
+        self.env = dict(env or {})
+        self._kills: list[Callable[[], None]] = []
+
+    def environment(self, env: dict[str, str] | None) -> dict[str, str]:
+        return {**os.environ, **self.env, **(env or {})}
+
+    def kill(self) -> None:
+        """SIGKILL every step process this launcher started that still runs (a worker handing
+        its job back)."""
+        for kill in self._kills:
+            try:
+                kill()
+            except (ProcessLookupError, OSError, ValueError, AttributeError):
+                pass
 
     def outputs(self) -> tuple[str, str]:
         """Two new files for a step run's stdout and stderr."""
@@ -126,23 +143,25 @@ class ExecLauncher(_Launcher):
         out, err = self.outputs()
         with open(out, "wb") as stdout, open(err, "wb") as stderr:
             process = subprocess.Popen([sys.executable, "-m", module, *argv], stdout=stdout,
-                                       stderr=stderr, env={**os.environ, **(env or {})})
+                                       stderr=stderr, env=self.environment(env))
+        self._kills.append(process.kill)
         return Started(process.wait, out, err, process.poll)
 
 
 class WarmLauncher(_Launcher):
     """Steps forked from a fork server that has the heavy libraries imported."""
 
-    def __init__(self, preload: list[str]) -> None:
-        super().__init__()
+    def __init__(self, preload: list[str], env: dict[str, str] | None = None) -> None:
+        super().__init__(env)
         self.context = multiprocessing.get_context("forkserver")
         self.context.set_forkserver_preload(preload)
 
     def start(self, module: str, argv: list[str], env: dict[str, str] | None = None) -> Started:
         out, err = self.outputs()
         process = self.context.Process(target=_step_main,
-                                       args=(module, argv, {**os.environ, **(env or {})}, out, err))
+                                       args=(module, argv, self.environment(env), out, err))
         process.start()
+        self._kills.append(process.kill)
 
         def wait() -> int:
             process.join()
@@ -171,6 +190,8 @@ def _preload(s3: bool, sql: bool = False) -> list[str]:
     return PRELOAD + (S3_PRELOAD if s3 else []) + (SQL_PRELOAD if sql else [])
 
 
-def launcher(s3: bool = False, sql: bool = False) -> ExecLauncher | WarmLauncher:
-    """A warm launcher (see :func:`_warm`), else fresh interpreters."""
-    return WarmLauncher(_preload(s3, sql)) if _warm() else ExecLauncher()
+def launcher(s3: bool = False, sql: bool = False,
+             env: dict[str, str] | None = None) -> ExecLauncher | WarmLauncher:
+    """A warm launcher (see :func:`_warm`), else fresh interpreters; ``env`` over this
+    process's environment for every step it starts."""
+    return WarmLauncher(_preload(s3, sql), env) if _warm() else ExecLauncher(env)

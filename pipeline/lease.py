@@ -3,10 +3,14 @@
 The lease (``jobs/{job_id}/lease.json`` in the store, a ``job_leases`` row on the SQL records
 backends) says which run holds the job: its run id, host, pid, stage and a heartbeat the
 holder renews every third of ``BOOKJOB_LEASE_S``. It is taken and given back with the
-records' compare-and-swap, so two runs started together never both hold it. A lease
-whose heartbeat is older than ``BOOKJOB_LEASE_S``, or whose holder is a dead process on this
-host, is free: the next run takes it over, and ``bookjob status`` reads it as an interrupted
-run (see :func:`interrupted`).
+records' compare-and-swap, so two runs started together never both hold it.
+
+Whether the holder lives is asked where it can be known: on the holder's own host, a lease
+is held exactly while its process is alive (its pid, with the start time the lease recorded:
+a pid the kernel gave to another process since does not count), whatever its heartbeat says
+(a stopped or starved process is late, not dead); from another host only the heartbeat can
+tell, and one older than ``BOOKJOB_LEASE_S`` is free. A free lease is taken over by the next
+run, and ``bookjob status`` reads it as an interrupted run (see :func:`interrupted`).
 """
 
 from __future__ import annotations
@@ -18,12 +22,40 @@ import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from steps.core.records import Records, lease_key
 from steps.core.settings import settings
 
 EXIT_BUSY = 4   # the job is being run elsewhere; nothing was done and the job is untouched
 __all__ = ["EXIT_BUSY", "Busy", "Holder", "Lease", "holder", "interrupted", "lease_key"]
+
+
+def process_start(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot), or None if it is gone or a
+    zombie; None too where there is no /proc (then only its existence is known)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return None
+    fields = text.rpartition(")")[2].split()   # after "(comm)": state is field 3, start 22
+    return None if fields[0] in ("Z", "X") else int(fields[19])
+
+
+def alive(pid: int, started: int | None = None) -> bool:
+    """Process ``pid`` of this host lives (and, given its start time, is still that process)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass                                      # it exists; another user's
+    if not Path("/proc").is_dir():
+        return True
+    now = process_start(pid)
+    return now is not None and (started is None or now == started)
 
 
 @dataclass
@@ -35,6 +67,7 @@ class Holder:
     started: float
     heartbeat: float
     released: bool = False
+    pid_start: int | None = None   # the process's start time (older leases: unknown)
 
     def describe(self) -> str:
         since = time.strftime("%H:%M:%S", time.gmtime(self.started))
@@ -42,17 +75,13 @@ class Holder:
                 f"{since} UTC)")
 
     def dead(self, lease_s: float) -> bool:
-        """Released, silent for longer than a lease, or a process of this host that is gone."""
-        if self.released or time.time() - self.heartbeat > lease_s:
+        """Released; on this host, a process that is gone; elsewhere, silent for longer than
+        a lease."""
+        if self.released:
             return True
         if self.host == socket.gethostname():
-            try:
-                os.kill(self.pid, 0)
-            except ProcessLookupError:
-                return True
-            except PermissionError:
-                return False
-        return False
+            return not alive(self.pid, self.pid_start)
+        return time.time() - self.heartbeat > lease_s
 
 
 def holder(records: Records, job_id: str) -> Holder | None:
@@ -85,7 +114,7 @@ class Lease:
     def _body(self, **change) -> bytes:
         now = time.time()
         me = Holder(self.run_id, socket.gethostname(), os.getpid(), self.stage,
-                    getattr(self, "_started", now), now)
+                    getattr(self, "_started", now), now, pid_start=process_start(os.getpid()))
         return json.dumps({**asdict(me), **change}).encode()
 
     def try_acquire(self) -> None:

@@ -136,6 +136,10 @@ class EarlyStart:
             self.started.wait()
 
 
+class Cancelled(Exception):
+    """The run was stopped from outside (:meth:`LocalEngine.cancel`): nothing is marked."""
+
+
 class StepFailed(Exception):
     def __init__(self, run: StepRun, message: str) -> None:
         super().__init__(message)
@@ -157,9 +161,11 @@ class LocalEngine:
     def __init__(self, store: Store, params: dict[str, str], progress: Progress = lambda _: None,
                  workers: int | None = None, retry_delay_s: float = 0.5,
                  pages: PageProgress | None = None, run_id: str | None = None,
-                 records: Records | None = None) -> None:
+                 records: Records | None = None, env: dict[str, str] | None = None) -> None:
         self.store = store
         self.records = records or open_records(store)
+        self.env = dict(env or {})   # over this process's environment, for every step
+        self.cancelled = False
         # each run keeps its own logs: jobs/{job_id}/logs/{run_id}/…
         self.run_id = run_id or uuid.uuid4().hex[:12]
         self.params = params
@@ -171,10 +177,18 @@ class LocalEngine:
         self._lock = threading.Lock()
         self._ahead: tuple[str, EarlyStart] | None = None  # (the pass it is for, the step)
 
+    def cancel(self) -> None:
+        """Stop the run now (a worker handing its job back): every step process is killed,
+        nothing is retried or marked, and :meth:`run` raises :class:`Cancelled`."""
+        self.cancelled = True
+        launched = getattr(self, "launcher", None)
+        if launched is not None:
+            launched.kill()
+
     def run(self, stage: str) -> list[StepRun]:
         """Run every pass of ``stage``; raises :class:`StepFailed` after marking the job failed."""
         self.launcher = launcher(s3=isinstance(self.store, S3Store),
-                                 sql=self.records.uri != "store")
+                                 sql=self.records.uri != "store", env=self.env)
         self._ahead = None
         passes = PASSES[stage]
         try:
@@ -278,6 +292,8 @@ class LocalEngine:
         name = f"{values['pass_stage']}-{step.name}" + (f"-{chunk.replace(',', '_')}" if chunk else "")
         started = time.perf_counter()
         for attempt in range(1, step.retries + 2):
+            if self.cancelled:
+                raise Cancelled(f"{step.name} not started")
             if attempt == 1 and early is not None:
                 process = early.go(command[3:])
             else:
@@ -286,6 +302,8 @@ class LocalEngine:
                     and settings().pages_ahead:
                 following.follow(values, process.err)
             done = self._wait(process, step.name, chunk)
+            if self.cancelled:
+                raise Cancelled(f"{step.name} stopped")
             if following is not None and following.argv is not None and not following.stopped:
                 if done.returncode == 0:
                     following.done()

@@ -2,7 +2,9 @@
 
 ``prepay`` -> ``prepay_ready`` (needs each prepay page and the preview);
 ``postpay`` -> ``completed`` (needs every page and the book). A stage without pages owes no
-PDF. A late duplicate that finds the job already there (or past it) changes nothing.
+PDF. A late duplicate that finds the job already there (or past it) changes nothing. A job
+marked ``interrupted`` while this run was in fact alive (a status check from another host,
+which only sees a late heartbeat) is put back and finished.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from steps.core.records import update_job
 from steps.core.store import open_store
 
 DONE = {"prepay": (Status.PREPAY_READY, "preview_pdf"), "postpay": (Status.COMPLETED, "book_pdf")}
+GENERATING = {"prepay": Status.PREPAY_GENERATING, "postpay": Status.POSTPAY_GENERATING}
 
 
 def missing_outputs(record: JobRecord, pages: list[int], pdf_kind: str) -> list[str]:
@@ -38,6 +41,9 @@ def work(args) -> None:
         missing = missing_outputs(record, pages, pdf_kind)
         if missing:
             raise RuntimeError(f"stage {args.stage} is missing {', '.join(missing)}")
+        if record.status is Status.GENERATION_FAILED and record.error is not None \
+                and record.error.reason == "interrupted":
+            record.move_to(GENERATING[args.stage])   # alive after all: back, then done
         record.move_to(status)
 
     update_job(store, args.job_id, finish)

@@ -34,33 +34,43 @@ def small(tmp_path) -> Path:
 
 
 @pytest.mark.slow
-def test_the_shop_flow_on_the_local_engine(small, tmp_path, monkeypatch):
-    monkeypatch.setenv("PYTHONPATH", str(ROOT))
-    jobs = BookJobs(store=str(tmp_path / "store"))
-    started = jobs.analyse("shop-1", book=str(small), photo=str(DEMO_PHOTO), name="Mia", age=5)
-    assert started.process is not None and started.wait(600) == 0, started.log.read_text()
-    analysed = jobs.status("shop-1")
-    assert analysed.status == "analyzing_completed" and analysed.artifacts == []
+def test_the_shop_flow_on_one_machine(small, tmp_path):
+    """BookJobs queues each stage in the job's record; `bookjob worker` runs them."""
+    from tests.test_worker import WorkerProcess
 
-    assert jobs.generate("shop-1", "prepay").wait(600) == 0
-    ready = jobs.status("shop-1")
-    assert ready.status == "prepay_ready"
-    pages = {a.page: a for a in ready.artifacts if a.kind == "page_png"}
-    assert sorted(pages) == [1, 2]
-    for artifact in ready.artifacts:  # local store: file paths, as recorded
-        assert hashlib.sha256(Path(artifact.url).read_bytes()).hexdigest() == artifact.sha256
+    store = tmp_path / "store"
+    jobs = BookJobs(store=str(store))
+    worker = WorkerProcess(store, "--slots", "1", "--port", "0")
+    try:
+        submitted = jobs.analyse("shop-1", book=str(small), photo=str(DEMO_PHOTO), name="Mia",
+                                 age=5, language="en", dedication="For Mia")
+        assert submitted.workflow is None and submitted.stage == "analyze"
+        analysed = submitted.wait(600)
+        assert analysed.status == "analyzing_completed" and analysed.artifacts == []
+        assert analysed.record["dedication"] == "For Mia"
 
-    assert jobs.regenerate("shop-1", pages=[1]).wait(600) == 0
-    again = jobs.status("shop-1")
-    assert again.status == "prepay_ready" and again.regenerations == 1
-    history = [c["status"] for c in again.record["status_history"]]
-    assert history.count("analyzing") == 1   # analysed once, at the start
+        assert jobs.generate("shop-1", "prepay").wait(600).status == "prepay_ready"
+        ready = jobs.status("shop-1")
+        pages = {a.page: a for a in ready.artifacts if a.kind == "page_png"}
+        assert sorted(pages) == [1, 2]
+        for artifact in ready.artifacts:  # local store: file paths, as recorded
+            assert hashlib.sha256(Path(artifact.url).read_bytes()).hexdigest() == artifact.sha256
 
-    # a second call while one runs: the later one is refused (exit 4), the job unharmed
-    first, second = jobs.generate("shop-1", "postpay"), jobs.generate("shop-1", "postpay")
-    codes = sorted([first.wait(600), second.wait(600)])
-    assert codes in ([0, 0], [0, EXIT_BUSY])   # 0, 0 if the first was done before the second
-    assert jobs.status("shop-1").status == "completed"
+        assert jobs.regenerate("shop-1", pages=[1]).wait(600).status == "prepay_ready"
+        again = jobs.status("shop-1")
+        assert again.regenerations == 1
+        history = [c["status"] for c in again.record["status_history"]]
+        assert history.count("analyzing") == 1   # analysed once, at the start
+
+        # a second call while one is queued or runs: refused at once, the job unharmed
+        first = jobs.generate("shop-1", "postpay")
+        with pytest.raises(BookJobError) as busy:
+            jobs.generate("shop-1", "postpay")
+        assert busy.value.code == EXIT_BUSY
+        assert first.wait(600).status == "completed"
+        assert jobs.wait("shop-1", until="completed", timeout=5).status == "completed"
+    finally:
+        assert worker.stop() == 0, worker.text()
 
     with pytest.raises(BookJobError) as missing:
         jobs.status("nobody")
@@ -96,12 +106,24 @@ def analysed_record(store: S3Store, job: str, status: Status) -> None:
                                 photo_sha256=hashlib.sha256(photo).hexdigest()))
 
 
-def test_the_shop_flow_against_the_argo_server(argo, bucket, portrait):
+def upload_book(bucket: str, folder: Path) -> str:
+    """The test book in the S3 endpoint (a cluster reads its books there)."""
+    import boto3
+
+    client = boto3.client("s3")
+    for path in folder.rglob("*"):
+        if path.is_file():
+            client.put_object(Bucket=bucket, Key=f"books/small/{path.relative_to(folder)}",
+                              Body=path.read_bytes())
+    return f"s3://{bucket}/books/small"
+
+
+def test_the_shop_flow_against_the_argo_server(argo, bucket, portrait, small):
     uri = f"s3://{bucket}/shop"
+    BOOK = upload_book(bucket, small)
     jobs = BookJobs(store=uri, server=f"127.0.0.1:{argo.port}", token=TOKEN, namespace="books")
-    started = jobs.analyse("shop-2", book="s3://books/forest-friends", photo=str(portrait),
-                           name="Mia", age=5)
-    assert started.workflow.startswith("book-job-") and started.process is None
+    started = jobs.analyse("shop-2", book=BOOK, photo=str(portrait), name="Mia", age=5)
+    assert started.workflow.startswith("book-job-") and started.ahead is None
     params = posted(argo)[-1]
     assert params["stage"] == "analyze" and params["job-id"] == "shop-2"
     assert params["skip-analysis"] == "false"
@@ -115,6 +137,14 @@ def test_the_shop_flow_against_the_argo_server(argo, bucket, portrait):
     with pytest.raises(BookJobError) as busy:
         jobs.generate("shop-2", "prepay")
     assert busy.value.code == EXIT_BUSY and started.workflow in busy.value.message
+    assert len(posted(argo)) == 1
+
+    # bad input is refused before any workflow, as on one machine
+    for job_id, fields in (("shop-age", {"age": 42}), ("shop-book", {"book": f"s3://{bucket}/none"})):
+        with pytest.raises(BookJobError) as refused:
+            jobs.analyse(job_id, **{"book": BOOK, "photo": str(portrait), "name": "Mia",
+                                    "age": 5, **fields})
+        assert refused.value.code == 3
     assert len(posted(argo)) == 1
 
 

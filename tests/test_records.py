@@ -352,3 +352,35 @@ def test_the_store_backend_reads_the_store_keys(tmp_path):
     store.write("jobs/only-logs/logs/x.log", b"")
     assert records.job_ids() == ["j1", "only-logs"]
     assert ids(records.list(JobQuery())) == ["j1"]            # a folder without a record is no job
+
+
+# ---- the worker's queue ------------------------------------------------------------------------
+
+def test_the_queue_is_oldest_first_and_forgets_answered_requests(records):
+    from steps.core.job import QueuedStage
+
+    for job_id, at in (("late", "2026-12-07T10:00:02.000Z"), ("early", "2026-12-07T10:00:01.000Z"),
+                       ("idle", None)):
+        records.create(record(job_id))
+        if at:
+            records.update(job_id, lambda r, at=at: setattr(r, "queued", QueuedStage(
+                stage="prepay", at=at)))
+    assert records.queue() == [("2026-12-07T10:00:01.000Z", "early"),
+                               ("2026-12-07T10:00:02.000Z", "late")]
+    records.update("early", lambda r: setattr(r, "queued", None))
+    assert [j for _, j in records.queue()] == ["late"]
+    assert records.read("late").queued.at == "2026-12-07T10:00:02.000Z"
+
+
+def test_a_store_queue_marker_without_its_request_goes_once_it_is_old(tmp_path):
+    from steps.core.records_store import QUEUE
+
+    store = LocalStore(tmp_path)
+    records = StoreRecords(store)
+    records.create(record("j1"))
+    young = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%f")[:-3] + "Z"
+    store.write(f"{QUEUE}{young}_j1", b"")          # a request whose record is being written
+    store.write(f"{QUEUE}20260101T000000.000Z_j1", b"")   # a crash's leftover
+    store.write(f"{QUEUE}20260101T000000.000Z_gone", b"")
+    assert records.queue() == []
+    assert store.list(QUEUE) == [f"{QUEUE}{young}_j1"]

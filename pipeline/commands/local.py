@@ -45,6 +45,8 @@ from pipeline.commands.app import (
     say,
     store_at,
 )
+from pipeline.jobs import BookJobError
+from pipeline.worker import ahead
 from steps.core.errors import InputError
 from steps.core.job import JobNotFound, JobRecord, validate_job_id
 from steps.core.store import Store, StoreError
@@ -178,8 +180,17 @@ def _run_leased(target, held, lease, book, photo, name, age, gender, language, d
                 comfyui_url, notify_url, as_json) -> None:
     from pipeline.local import LocalEngine, StepFailed
 
-    params = prepare_job(target, book, photo, name, age, gender, stage, job_id, randomize_seed,
-                         pages_per_task, pages, language, dedication, records=held)
+    try:
+        params = prepare_job(target, book, photo, name, age, gender, stage, job_id,
+                             randomize_seed, pages_per_task, pages, language, dedication,
+                             records=held)
+    except BookJobError:
+        if as_json:   # a new job refused for bad input has its record, marked failed: shown
+            try:
+                typer.echo(held.read(job_id).model_dump_json(indent=2))
+            except JobNotFound:
+                pass
+        raise
     params |= backends(analyzer, analyzer_model, face_backend, comfyui_url, local_backends())
     if notify_url:
         os.environ["BOOKJOB_NOTIFY_URL"] = notify_url  # the steps inherit it
@@ -246,11 +257,19 @@ def status(
     record = reconcile(held, record, None if trouble else workflows)
     if as_json:
         document = json.loads(record.model_dump_json())
+        if record.queued is not None:
+            document["queued_ahead"] = ahead(held, job_id)
         if workflows is not None:
             document["workflows"] = workflows
         typer.echo(json.dumps(document, indent=2, ensure_ascii=False))
         return
     print_summary(record, target, [])
+    queued = record.queued
+    if queued is not None:
+        waiting = ahead(held, job_id) or 0
+        place = f"{waiting} ahead" if waiting else "next in line"
+        tries = f"; delivery {queued.attempts} of {queued.max_attempts}" if queued.attempts else ""
+        typer.echo(f"  queued: {queued.stage}, {place}{tries}")
     for change in record.status_history:
         typer.echo(f"  {change.at}  {change.status.value}")
     for w in workflows or []:

@@ -13,7 +13,8 @@ from typing import Annotated
 
 import typer
 
-from pipeline.commands.app import BookArg, _book_uri, app
+from pipeline.commands.app import BookArg, app
+from pipeline.jobs import book_uri
 from steps.protocol import EXIT_FAILURE, EXIT_INPUT
 
 
@@ -26,6 +27,6 @@ def proof(
 ) -> None:
     """Check a book's texts without a photo: message errors, missing glyphs, text that does
     not fit its box; one line per problem, exit 3 if any."""
-    done = subprocess.run([sys.executable, "-m", "steps.proof", _book_uri(book),
+    done = subprocess.run([sys.executable, "-m", "steps.proof", book_uri(book),
                            "--sheet", str(sheet.absolute())], check=False)
     raise typer.Exit(done.returncode if done.returncode in (0, EXIT_INPUT) else EXIT_FAILURE)

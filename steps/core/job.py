@@ -107,6 +107,19 @@ class JobError(BaseModel):
     message: str
 
 
+class QueuedStage(BaseModel):
+    """A stage asked for and not yet done (``bookjob worker``'s queue: the old Celery task).
+    The job keeps the status the old clients know until a worker starts the stage."""
+
+    model_config = KEEP
+
+    stage: str                         # analyze | prepay | postpay | full
+    at: str                            # when it was asked for: the queue's order
+    params: dict[str, str] = Field(default_factory=dict)  # the engine's (never the child)
+    attempts: int = 0                  # deliveries so far (a worker that died counts one)
+    max_attempts: int = 3              # then the job is failed with the reason
+
+
 class JobRecord(BaseModel):
     model_config = KEEP
 
@@ -127,6 +140,7 @@ class JobRecord(BaseModel):
     analysis: Analysis | None = None
     artifacts: list[Artifact] = Field(default_factory=list)
     error: JobError | None = None
+    queued: QueuedStage | None = None  # a stage waiting for a worker (or running on one)
     created_at: str = Field(default_factory=now)
     updated_at: str = Field(default_factory=now)
 

@@ -133,6 +133,10 @@ class Records(ABC):
         """Apply ``change`` to the current record atomically (it may be called more than once)."""
 
     @abstractmethod
+    def queue(self) -> list[tuple[str, str]]:
+        """The jobs with a queued stage: (when it was asked for, job id), oldest first."""
+
+    @abstractmethod
     def list(self, query: JobQuery) -> list[JobSummary]:
         """The jobs the query asks for, newest first."""
 

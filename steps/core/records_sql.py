@@ -6,7 +6,8 @@ as the old clients did with ``analysis_json``'s ``generation_retry``, sets) them
 
 - ``jobs``: one row per job; the columns ``id``, ``status``, ``book_id``, ``language``,
   ``analysis_json``, ``error_reason``, ``created_at``, ``updated_at`` and ``schema_version``
-  are the record's own fields, ``record_json`` the rest of it, ``version`` counts updates;
+  are the record's own fields, ``record_json`` the rest of it, ``version`` counts updates,
+  ``queued_at`` says when a stage waiting for a worker was asked for (the queue's index);
 - ``job_artifacts``: one row per artifact (``kind``, ``page``, ``key``, ``sha256``, ``size``,
   ``inputs_sha256``, ``created_at``), written with the record change that adds it, so a query
   made while a job runs sees its pages appear;
@@ -59,8 +60,8 @@ from steps.core.job import Artifact, JobNotFound, JobRecord
 from steps.core.records_base import Change, JobQuery, JobSummary, Records
 
 MIGRATIONS = Path(__file__).with_name("migrations")
-HEAD = "0001"                     # the newest revision in steps/core/migrations/versions/
-KNOWN = ("0001",)                 # every revision this code knows, oldest first
+HEAD = "0002"                     # the newest revision in steps/core/migrations/versions/
+KNOWN = ("0001", "0002")          # every revision this code knows, oldest first
 
 Json = JSON().with_variant(JSONB(), "postgresql")
 metadata = MetaData()
@@ -77,7 +78,9 @@ jobs = Table(
     Column("record_json", Json, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("queued_at", DateTime(timezone=True)),     # a stage waiting for a worker
     Index("ix_jobs_status_updated_at", "status", "updated_at"),
+    Index("ix_jobs_queued_at", "queued_at"),
     Index("ix_jobs_created_at", "created_at"),
     Index("ix_jobs_book_id_created_at", "book_id", "created_at"),
 )
@@ -226,7 +229,8 @@ class SqlRecords(Records):
                 "analysis_json": record.analysis.model_dump(mode="json") if record.analysis else None,
                 "error_reason": record.error.reason if record.error else None,
                 "record_json": rest, "created_at": from_iso(record.created_at),
-                "updated_at": from_iso(record.updated_at)}
+                "updated_at": from_iso(record.updated_at),
+                "queued_at": from_iso(record.queued.at) if record.queued else None}
 
     @staticmethod
     def _record(row: RowMapping, artifacts: Sequence[RowMapping]) -> JobRecord:
@@ -306,6 +310,12 @@ class SqlRecords(Records):
                 version=row["version"] + 1, **self._row(record)))
             self._sync_artifacts(connection, job_id, artifacts, record.artifacts)
         return record
+
+    def queue(self) -> list[tuple[str, str]]:
+        chosen = select(jobs.c.queued_at, jobs.c.id).where(jobs.c.queued_at.is_not(None)) \
+            .order_by(jobs.c.queued_at, jobs.c.id)
+        with self._transaction() as connection:
+            return [(iso(at), job_id) for at, job_id in connection.execute(chosen)]
 
     def list(self, query: JobQuery) -> list[JobSummary]:
         chosen = select(jobs.c.id, jobs.c.status, jobs.c.book_id, jobs.c.created_at,

@@ -3,6 +3,13 @@
 Each update is a compare-and-swap on the store (an S3 conditional write, an atomic rename under
 a file lock locally), retried with capped, jittered backoff on conflict. A query reads every
 record: there is no index (the README says what that costs at 100,000 jobs).
+
+The worker's queue is the records' ``queued`` requests; so that finding them needs no read of
+every record, each has a marker ``queue/{at}_{job_id}`` (its key sorts in queue order). A
+marker is written before the record that asks, and removed after the record that no longer
+does: a crash between leaves a marker too many, which a listing removes once it is a minute
+old (a younger one may belong to a request whose record is being written), never a request
+without one.
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ from __future__ import annotations
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 
 from steps.core import faults
 from steps.core.job import JobNotFound, JobRecord
@@ -49,8 +57,12 @@ class StoreRecords(Records):
                 raise JobNotFound(f"no job {job_id!r} in {self.store.uri}")
             data, version = current
             record = JobRecord.model_validate_json(data)
+            before = marker(record)
             change(record)
+            after = marker(record)
             body = dump(record)
+            if after is not None and after != before:
+                self.store.write(after, b"")
             faults.point("update")
             written = self.store.write_if(key, body, version)
             if not written:
@@ -59,9 +71,25 @@ class StoreRecords(Records):
                 # met our own write) reads as a conflict, though the record holds this change.
                 written = current is not None and current[0] == body
             if written:
+                if before is not None and before != after:
+                    self.store.delete(before)
                 return record
             time.sleep(random.uniform(0, min(0.2, 0.002 * 2 ** min(attempt, 7))))
         raise RuntimeError(f"job {job_id}: gave up after {self.attempts} conflicting updates")
+
+    def queue(self) -> list[tuple[str, str]]:
+        found = []
+        for key in self.store.list(QUEUE):
+            at, _, job_id = key[len(QUEUE):].partition("_")
+            try:
+                record = self.read(job_id)
+            except (JobNotFound, ValueError):
+                record = None
+            if record is not None and record.queued is not None and marker(record) == key:
+                found.append((record.queued.at, job_id))
+            elif _age_s(at) > STALE_S:   # answered, or asked again since (a young one may be
+                self.store.delete(key)   # a request whose record is being written right now)
+        return sorted(found)
 
     def list(self, query: JobQuery) -> list[JobSummary]:
         # No index: every record is read.
@@ -85,3 +113,24 @@ class StoreRecords(Records):
 
 def lease_key(job_id: str) -> str:
     return f"jobs/{job_id}/lease.json"
+
+
+QUEUE = "queue/"
+STALE_S = 60.0    # a marker without its request is removed once it is this old
+
+
+def _age_s(at: str) -> float:
+    """Seconds since a marker's time (its key's first part); a key that is no time: old."""
+    try:
+        moment = datetime.strptime(at, "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=UTC)
+    except ValueError:
+        return float("inf")
+    return (datetime.now(UTC) - moment).total_seconds()
+
+
+def marker(record: JobRecord) -> str | None:
+    """The queue marker of the record's request, or None if it asks for nothing."""
+    if record.queued is None:
+        return None
+    at = record.queued.at.replace(":", "").replace("-", "")   # a key, sorting like the time
+    return f"{QUEUE}{at}_{record.job_id}"

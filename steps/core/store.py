@@ -90,6 +90,10 @@ class Store(ABC):
     def exists(self, key: str) -> bool: ...
 
     @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove the object; nothing if there is none."""
+
+    @abstractmethod
     def folders(self, prefix: str) -> list[str]:
         """The "folders" right under ``prefix`` (``jobs/`` -> ``jobs/a/``, ``jobs/b/``), sorted."""
 
@@ -161,6 +165,9 @@ class LocalStore(Store):
 
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()
+
+    def delete(self, key: str) -> None:
+        self.path(key).unlink(missing_ok=True)
 
     def folders(self, prefix: str) -> list[str]:
         base = self.root / _check_key(prefix.rstrip("/"))
@@ -277,6 +284,9 @@ class S3Store(Store):
             return True
         except FileNotFoundError:
             return False
+
+    def delete(self, key: str) -> None:
+        self._call("delete_object", Key=self._key(key))   # S3: no error for a missing key
 
     def folders(self, prefix: str) -> list[str]:
         found: list[str] = []
