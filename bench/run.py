@@ -341,7 +341,8 @@ def report(results: dict) -> None:
             goal = GOALS.get(key)
             mark = "" if goal is None else ("  ok" if value <= goal else "  MISSED")
             print(f"{key:<36}{value:>12.3f}{'' if goal is None else f'≤ {goal}':>10}{mark}")
-    for key in ("time_by_step_4_pages", "pods_per_stage", "png_mib_per_page", "records"):
+    for key in ("time_by_step_4_pages", "pods_per_stage", "png_mib_per_page", "records",
+                "throughput"):
         print(f"{key:<36}{json.dumps(results[key])}")
     print("cluster, per full job (model and its parameters: bench/cluster.py):")
     for table in results["cluster"]:
@@ -392,6 +393,10 @@ def main() -> None:
 
     # `bookjob jobs --status prepay_ready` over 10,000 jobs on each records backend
     results["records"] = records_query(int(os.environ.get("BENCH_RECORDS_JOBS", "10000")))
+    from bench.throughput import main as throughput
+
+    # 100 prepay orders through BookJobs to a worker, against `bookjob run` one after the other
+    results["throughput"] = throughput(int(os.environ.get("BENCH_ORDERS", "100")))
     results["goals"] = GOALS
     RESULTS.write_text(json.dumps(results, indent=2))
     report(results)
