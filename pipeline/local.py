@@ -12,10 +12,10 @@ and runs afresh after the retry, keeping the pages it set. In a job of two passe
 chunk's render step stays for the next pass (:mod:`steps.protocol`): the same process, its
 browser up, sets the next pass's first chunk, so a job starts one browser, not two; if it did
 not stay (its run failed), the next pass's render step starts as soon as this pass's pages are
-made, its browser booting while this pass assembles. Transient failures are
-retried as the spec says; exit code 3 (bad input) is not. A step's output goes to
-``jobs/{job_id}/logs/{run_id}/`` in the store (each run keeps its own). While chunk steps run,
-the pages they report stored are passed to ``pages`` (the CLI's progress bars).
+made, its browser booting while this pass assembles. Transient failures are retried as the
+spec says; exit code 3 (bad input) is not. A step's output goes to ``jobs/{job_id}/logs/
+{run_id}/`` in the store (each run keeps its own). While chunk steps run, the pages they
+report stored are passed to ``pages`` (the CLI's progress bars).
 """
 
 from __future__ import annotations
@@ -137,7 +137,7 @@ class EarlyStart:
 
 
 class Cancelled(Exception):
-    """The run was stopped from outside (:meth:`LocalEngine.cancel`): nothing is marked."""
+    """The run was stopped from outside (:meth:`LocalEngine.cancel`)."""
 
 
 class StepFailed(Exception):
@@ -178,12 +178,11 @@ class LocalEngine:
         self._ahead: tuple[str, EarlyStart] | None = None  # (the pass it is for, the step)
 
     def cancel(self) -> None:
-        """Stop the run now (a worker handing its job back): every step process is killed,
-        nothing is retried or marked, and :meth:`run` raises :class:`Cancelled`."""
+        """Stop now (a worker handing its job back): steps killed, nothing retried or marked;
+        :meth:`run` raises :class:`Cancelled`."""
         self.cancelled = True
-        launched = getattr(self, "launcher", None)
-        if launched is not None:
-            launched.kill()
+        if getattr(self, "launcher", None) is not None:
+            self.launcher.kill()
 
     def run(self, stage: str) -> list[StepRun]:
         """Run every pass of ``stage``; raises :class:`StepFailed` after marking the job failed."""

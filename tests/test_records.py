@@ -290,8 +290,8 @@ def test_a_database_without_the_schema_or_a_newer_one_is_one_setup_line(tmp_path
     bare = SqlRecords(url)
     with pytest.raises(SetupError, match=r"has no bookjob tables; run `bookjob db upgrade"):
         bare.read("j1")
-    assert upgrade(url) == (None, "0001")
-    assert upgrade(url) == ("0001", "0001")      # idempotent
+    assert upgrade(url) == (None, "0002")
+    assert upgrade(url) == ("0002", "0002")      # idempotent
     with bare.engine.begin() as connection:
         connection.exec_driver_sql("UPDATE alembic_version SET version_num = '9999'")
     with pytest.raises(SetupError, match=r"migrated by a newer bookjob \(revision 9999\)"):
