@@ -178,8 +178,7 @@ class LocalEngine:
         self._ahead: tuple[str, EarlyStart] | None = None  # (the pass it is for, the step)
 
     def cancel(self) -> None:
-        """Stop now (a worker handing its job back): steps killed, nothing retried or marked;
-        :meth:`run` raises :class:`Cancelled`."""
+        """Stop now (a worker hands its job back): steps killed, run() raises Cancelled."""
         self.cancelled = True
         if getattr(self, "launcher", None) is not None:
             self.launcher.kill()
