@@ -41,7 +41,7 @@ from steps.core.store import Store, StoreError
 # Deliveries of a stage before its job is failed: one, plus Celery's max_retries (3/2).
 DELIVERIES = {"analyze": 4}
 DEFAULT_DELIVERIES = 3
-BEAT_S = 5.0            # how often a worker says it is alive
+BEAT_S = 5.0            # how often a worker says it is alive (and counts its queue)
 SEEN_S = 30.0           # a worker silent for longer is not counted as seen
 WORKERS = "workers/"
 
@@ -135,7 +135,6 @@ class Worker:
                     self._fill(pool)
                 except (TransientError, StoreError) as e:   # the records or the store away
                     self.say(f"worker: {e}; trying again")
-                self._observe()
                 self.stopping.wait(self.poll_s)
             self._drain()
         self._say_gone()
@@ -234,6 +233,7 @@ class Worker:
             with self.lock:
                 self.running.pop(run.job_id, None)
                 self.finished += 1
+        self._observe()
         if not handed_back:
             self._count(outcome, run.stage, reason, time.monotonic() - run.started)
             self.say(f"worker: {run.job_id} {run.stage}: {outcome}"
@@ -270,6 +270,7 @@ class Worker:
                 self.store.write(key, json.dumps(body).encode())
             except Exception:  # noqa: BLE001 - the next beat tries again
                 pass
+            self._observe()      # (the queue's depth reads every queued record on the store)
             self.stopping.wait(BEAT_S)
 
     def _say_gone(self) -> None:
