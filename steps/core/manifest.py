@@ -22,6 +22,9 @@ from steps.core.sources import check_http, fetch
 from steps.core.store import Store, open_store
 
 MANIFEST = "book.yaml"
+# libyaml's safe loader where PyYAML has it (its wheels do): the same documents as the
+# pure-Python one, about ten times faster (a manifest is read by every step and BookJobs call).
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 MAX_PAGES = 99
 MAX_SIDE_PX = 10_000
 MAX_TEXT = 2_000
@@ -290,7 +293,11 @@ def load_book(uri: str, check_messages: bool = True) -> LoadedBook:
         raise InputError("bad_manifest", f"{MANIFEST} is {len(raw):,} bytes, more than a manifest "
                                          f"may be ({MAX_MANIFEST_BYTES:,}); shorten it.")
     try:
-        data = yaml.safe_load(raw)
+        data = yaml.load(raw, Loader=SAFE_LOADER)  # noqa: S506 - a safe loader, libyaml's
+    except yaml.YAMLError:
+        data = None
+    try:   # a broken manifest is read again by the pure-Python parser: its words for the error
+        data = data if data is not None else yaml.safe_load(raw)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark else ""
