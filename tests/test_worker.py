@@ -326,3 +326,15 @@ def test_enqueue_keeps_one_request_per_job(tmp_path):
         enqueue(records, {"job_id": "j1"}, "postpay")
     assert records.read("j1").queued.stage == "prepay"
     assert [j for _, j in records.queue()] == ["j1"]
+
+
+def test_a_port_in_use_is_one_line(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "pipeline.cli", "worker", "--store",
+                               str(tmp_path / "store"), "--port", str(port)],
+                              capture_output=True, text=True, env=env(), cwd=ROOT, timeout=60)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr and "another --port" in done.stderr

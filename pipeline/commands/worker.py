@@ -100,7 +100,11 @@ def worker(
     metrics = Metrics()
     runner = Worker(target, held, chosen, grace_s=grace, say=say, metrics=metrics)
     runner.install_signals()
-    server = metrics.serve(port, lambda: not runner.stopping.is_set()) if port else None
+    try:
+        server = metrics.serve(port, lambda: not runner.stopping.is_set()) if port else None
+    except OSError as e:
+        fail(EXIT_USAGE, f"cannot listen on 127.0.0.1:{port} ({e.strerror}); pass another --port "
+                         "(0: no /healthz or /metrics)")
     where = f"; /healthz and /metrics on 127.0.0.1:{server.server_address[1]}" if server else ""
     say(f"worker {runner.name}: {chosen} slot{'s' if chosen > 1 else ''}, store {target.uri}, "
         f"records {held.uri}{where}")
