@@ -61,7 +61,8 @@ StoreOpt = Annotated[str | None, typer.Option(
     "--store", help="A folder or s3://bucket/prefix [env BOOKJOB_STORE; default ./bookjob-store]")]
 RecordsOpt = Annotated[str | None, typer.Option(
     "--records", help="Where job records live: store (beside the pages), sqlite:///path/to/"
-                      "bookjob.db or postgresql://user@host/db [env BOOKJOB_RECORDS; default store]")]
+                      "bookjob.db or postgresql://user@host/db (env BOOKJOB_RECORDS; default: "
+                      "store).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the job record as JSON only.")]
 
 

@@ -122,9 +122,8 @@ def submit(
 ) -> None:
     """Run a book job on a cluster: a Workflow from the installed `book-job` template.
 
-    The photo is uploaded and the job's record created first; the Workflow carries the job id,
-    the stage and settings, never the child's details. With --records, the cluster's steps
-    must read the same records (the chart's `records.existingSecret`)."""
+    The photo is uploaded and the job's record made first; the Workflow has no child's details.
+    """
     target = store_at(store)
     held = records_at(target, records)
     if not target.uri.startswith("s3://"):

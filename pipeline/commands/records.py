@@ -119,8 +119,7 @@ def import_(
     records: RecordsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Copy every job record of a store into the records database; a job already there is
-    left as it is, so running it again imports only what is new."""
+    """Copy every job record of a store into the records database (one there stays)."""
     url = _sql_url(records)
     target = records_at(open_store(source), url)
     origin = StoreRecords(open_store(source))

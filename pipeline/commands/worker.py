@@ -86,8 +86,8 @@ def worker(
 ) -> None:
     """Run the stages queued in the job records (by BookJobs), a few at a time, until SIGTERM.
 
-    A stage whose worker died is taken again once its lease is free and resumes where it
-    stopped; one started too often without finishing fails its job with the reason."""
+    A dead worker's stage is taken again once its lease is free, and resumes where it stopped.
+    """
     from pipeline.launch import start_early
     from pipeline.worker import Worker, default_slots
 
