@@ -34,7 +34,7 @@ from pathlib import Path
 
 from pipeline.cluster import DONE, ClusterError, ClusterSettings, JobBusy, connect, phase
 from pipeline.jobs import BookJobError, Stage, local_backends, prepare_job
-from pipeline.lease import EXIT_BUSY, holder, interrupted
+from pipeline.lease import EXIT_BUSY, Holder, holder, interrupted
 from pipeline.worker import AlreadyQueued, ahead, enqueue, workers_seen
 from steps.core.job import GENERATING, JobNotFound, JobRecord, Status
 from steps.core.records import JobQuery, JobSummary, Records, open_records
@@ -193,7 +193,7 @@ class BookJobs:
                 return state
             ended = (state.queued is None and state.status not in {s.value for s in GENERATING}
                      and not any(w["phase"] not in DONE for w in state.workflows or [])
-                     and not self._held(job_id))
+                     and self._holder(job_id) is None)
             if not wanted and ended:
                 return state
             if deadline is not None and time.monotonic() >= deadline:
@@ -238,12 +238,13 @@ class BookJobs:
             return self._queue(params, stage)
         return self._submit(params, stage)
 
-    def _held(self, job_id: str) -> bool:
-        """A run on this machine holds the job (a worker lets go just after it answers)."""
+    def _holder(self, job_id: str) -> Holder | None:
+        """The live run on this machine that holds the job (a worker lets go just after it
+        answers), if any."""
         if self.cluster is not None:
-            return False
+            return None
         found = holder(self.records, job_id)
-        return found is not None and not found.dead(settings().lease_s)
+        return found if found is not None and not found.dead(settings().lease_s) else None
 
     def _busy_locally(self, job_id: str) -> None:
         try:
@@ -253,8 +254,8 @@ class BookJobs:
         if queued is not None:
             raise BookJobError(EXIT_BUSY, f"job {job_id} already has its {queued.stage} stage "
                                           "queued or running; wait for it (BookJobs.wait)")
-        found = holder(self.records, job_id)
-        if found is not None and not found.dead(settings().lease_s):
+        found = self._holder(job_id)
+        if found is not None:
             raise BookJobError(EXIT_BUSY, f"job {job_id} is being run by {found.describe()}; "
                                           "wait for it (BookJobs.wait)")
 

@@ -15,6 +15,7 @@ import hashlib
 import uuid
 from enum import Enum
 from pathlib import Path, PurePosixPath
+from typing import NoReturn
 
 from steps.core.errors import InputError, SetupError
 from steps.core.job import JobNotFound, JobRecord, Status, new_record, validate_job_id
@@ -40,7 +41,7 @@ class Stage(str, Enum):
     full = "full"
 
 
-def refuse(code: int, message: str) -> None:
+def refuse(code: int, message: str) -> NoReturn:
     raise BookJobError(code, message)
 
 
@@ -276,7 +277,6 @@ def prepare_job(target: Store, book: str | None, photo: str | None, name: str | 
                                       ("--age", age)) if v is None]
         if missing or book is None or photo is None or age is None:
             refuse(EXIT_USAGE, f"a new job needs {', '.join(missing)}")
-            raise AssertionError   # (refuse raises; this tells the type checker)
         photo_key, source = upload_photo(target, job_id, photo)
         record = new_record(job_id, book_uri(book), photo_key, name or "", age,
                             gender or "unspecified", photo_source=source,

@@ -81,7 +81,11 @@ def test_a_submitted_workflow_carries_no_childs_details(argo, argo_env, s3_store
                                                         bucket):
     """The Workflow the cluster client creates (as the Argo Server receives it) holds the job
     id, the stage and settings; the child is read from the record by every step. The UI title
-    shows the job id and the book's title (read from its manifest)."""
+    shows the job id and the book's title (read from its manifest), set in the Workflow's
+    spec.workflowMetadata as well: the controller writes the template's workflowMetadata
+    annotations over the Workflow's own (argo-workflows v4.1.2,
+    workflow/controller/operator.go updateWorkflowMetadata), and in that merge the Workflow's
+    spec wins over the template's (workflow/util/merge.go JoinWorkflowSpec)."""
     import boto3
 
     from tests.helpers import DEMO

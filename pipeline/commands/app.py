@@ -15,11 +15,12 @@ import os
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 
 from pipeline.jobs import BookJobError, Stage, local_backends, prepare_job
+from pipeline.jobs import refuse as fail  # the app prints the sentence and exits with the code
 from steps.core.errors import SetupError, TransientError
 from steps.core.records import Records, open_records
 from steps.core.settings import settings
@@ -84,11 +85,6 @@ def records_at(store: Store, url: str | None) -> Records:
 
 def say(message: str) -> None:
     typer.echo(message, err=True)
-
-
-def fail(code: int, message: str) -> NoReturn:
-    """Refuse: the app prints ``error: <message>`` and exits with ``code``."""
-    raise BookJobError(code, message)
 
 
 BookArg = Annotated[str | None, typer.Argument(

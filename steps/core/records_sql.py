@@ -159,6 +159,12 @@ def from_iso(text: str) -> datetime:
     return aware(datetime.fromisoformat(text))
 
 
+def did_not_answer(where: str, error: OperationalError | SqlInterfaceError) -> TransientError:
+    """A database away (refused, reset, locked too long): transient, one line."""
+    reason = str(error.orig if error.orig is not None else error).strip().splitlines()[0]
+    return TransientError(f"the records database {where} did not answer ({reason})")
+
+
 def revision(connection: Connection) -> str | None:
     """The schema's Alembic revision, or None where bookjob never made its tables."""
     from sqlalchemy import inspect
@@ -200,8 +206,7 @@ class SqlRecords(Records):
                 with connection.execution_options(write=write).begin():
                     yield connection
         except (OperationalError, SqlInterfaceError) as e:
-            reason = str(e.orig if e.orig is not None else e).strip().splitlines()[0]
-            raise TransientError(f"the records database {self.uri} did not answer ({reason})") from e
+            raise did_not_answer(self.uri, e) from e
         except ProgrammingError as e:
             raise SetupError(f"the records database {self.uri} refused a query ({e.orig}); "
                              "run `bookjob db upgrade`.") from e
@@ -382,8 +387,7 @@ def upgrade(url: str) -> tuple[str | None, str]:
             with connection.begin():
                 after = revision(connection)
     except (OperationalError, SqlInterfaceError) as e:
-        reason = str(e.orig if e.orig is not None else e).strip().splitlines()[0]
-        raise TransientError(f"the records database {shown(url)} did not answer ({reason})") from e
+        raise did_not_answer(shown(url), e) from e
     finally:
         engine.dispose()
     return before, after or HEAD
