@@ -26,14 +26,22 @@ from steps.core.settings import settings
 
 # Imported once in the fork server; every step child starts with them loaded. The CLI is there
 # because multiprocessing re-runs the parent's main script (for `bookjob`, an import of the CLI)
-# in each child; boto3 only when the store is on S3. Playwright (its Python side: no thread, no
-# driver until a browser starts) and the PNG codec's ISA-L are there for the render step; a
-# module that is not installed is skipped by the fork server. pyvips is not, and must not be:
-# libvips starts threads when first used, and a process forked after that can hang in it.
-PRELOAD = ["numpy", "PIL.Image", "PIL.PngImagePlugin", "yaml", "pydantic", "steps.core.job",
-           "steps.core.manifest", "steps.core.images", "steps.core.store", "steps.runner", "steps.core.artifacts",
-           "cv2", "img2pdf", "isal.isal_zlib", "playwright.async_api", "steps.backends.typesetter",
-           "pipeline.cli"]
+# in each child; boto3 only when the store is on S3. The steps themselves and what they import
+# on first use (the classic backends, ICU for the book's languages, fontTools for the glyph
+# check, Pillow's photo formats) are there too: a worker's hundredth job imports nothing.
+# Playwright (its Python side: no thread, no driver until a browser starts) and the PNG codec's
+# ISA-L are there for the render step; a module that is not installed is skipped by the fork
+# server. pyvips is not, and must not be: libvips starts threads when first used, and a process
+# forked after that can hang in it.
+PRELOAD = ["numpy", "numpy.ma", "PIL.Image", "PIL.PngImagePlugin", "PIL.JpegImagePlugin",
+           "PIL.BmpImagePlugin", "PIL.PpmImagePlugin", "PIL.ImageDraw", "PIL.ImageFont", "yaml",
+           "pydantic", "icu", "fontTools.ttLib", "fontTools.ttLib.tables._c_m_a_p",
+           "fontTools.ttLib.tables._p_o_s_t", "fontTools.ttLib.tables._m_a_x_p", "fontTools.unicode",
+           "steps.core.job", "steps.core.manifest", "steps.core.images", "steps.core.store",
+           "steps.runner", "steps.core.artifacts", "steps.core.glyphs", "cv2", "img2pdf",
+           "isal.isal_zlib", "playwright.async_api", "steps.backends.typesetter",
+           "steps.backends.classic", "steps.analyze", "steps.plan", "steps.backgrounds",
+           "steps.render", "steps.assemble", "steps.finalize", "steps.on_exit", "pipeline.cli"]
 S3_PRELOAD = ["boto3", "botocore.client"]
 SQL_PRELOAD = ["sqlalchemy", "psycopg", "steps.core.records_sql"]   # records in a database
 POLL_S = 0.005
@@ -64,20 +72,26 @@ def _step_main(module: str, argv: list[str], env: dict[str, str], out: str, err:
 
 class Started:
     """A step process that has been started; :meth:`wait` for it. ``poll``: its exit code, or
-    None while it runs. With ``ran`` (a step that stays for the next pass), a run ends when the
-    step writes its exit code there, or when the process exits."""
+    None while it runs; ``kill`` ends it. With ``ran`` (a step that stays for the next run), a
+    run ends when the step writes its exit code there, or when the process exits. ``out`` and
+    ``err`` are the files of the run's output (None: a process waiting between runs)."""
 
-    def __init__(self, wait: Callable[[], int], out: str, err: str,
-                 poll: Callable[[], int | None], ran: Path | None = None) -> None:
+    def __init__(self, wait: Callable[[], int], out: str | None, err: str | None,
+                 poll: Callable[[], int | None], ran: Path | None = None,
+                 kill: Callable[[], None] = lambda: None) -> None:
         self._wait, self.out, self.err, self._poll, self.ran = wait, out, err, poll, ran
+        self.kill = kill
 
     def staying(self, ran: Path) -> Started:
         """The same run, ending when the step says so in ``ran``."""
-        return Started(self._wait, self.out, self.err, self._poll, ran)
+        return Started(self._wait, self.out, self.err, self._poll, ran, self.kill)
 
-    def next_run(self, out: str, err: str) -> Started:
+    def next_run(self, out: str | None, err: str | None) -> Started:
         """The same process's next run (a step that stayed), its output in ``out`` and ``err``."""
-        return Started(self._wait, out, err, self._poll)
+        return Started(self._wait, out, err, self._poll, kill=self.kill)
+
+    def running(self) -> bool:
+        return self._poll() is None
 
     def _code(self) -> int:
         if self.ran is None:
@@ -95,8 +109,10 @@ class Started:
         code = self._code()
         texts = []
         for path in (self.out, self.err):
-            texts.append(Path(path).read_text(errors="replace") if Path(path).exists() else "")
-            Path(path).unlink(missing_ok=True)
+            texts.append(Path(path).read_text(errors="replace")
+                         if path is not None and Path(path).exists() else "")
+            if path is not None:
+                Path(path).unlink(missing_ok=True)
         return Finished(code, *texts)
 
 
@@ -112,9 +128,14 @@ class _Launcher:
     def environment(self, env: dict[str, str] | None) -> dict[str, str]:
         return {**os.environ, **self.env, **(env or {})}
 
+    def track(self, started: Started) -> None:
+        """Count a process another launcher started (a step a worker slot kept) as this one's:
+        :meth:`kill` ends it too."""
+        self._kills.append(started.kill)
+
     def kill(self) -> None:
-        """SIGKILL every step process this launcher started that still runs (a worker handing
-        its job back)."""
+        """SIGKILL every step process this launcher started (or tracks) that still runs (a
+        worker handing its job back)."""
         for kill in self._kills:
             try:
                 kill()
@@ -145,7 +166,7 @@ class ExecLauncher(_Launcher):
             process = subprocess.Popen([sys.executable, "-m", module, *argv], stdout=stdout,
                                        stderr=stderr, env=self.environment(env))
         self._kills.append(process.kill)
-        return Started(process.wait, out, err, process.poll)
+        return Started(process.wait, out, err, process.poll, kill=process.kill)
 
 
 class WarmLauncher(_Launcher):
@@ -166,7 +187,7 @@ class WarmLauncher(_Launcher):
         def wait() -> int:
             process.join()
             return process.exitcode if process.exitcode is not None else 1
-        return Started(wait, out, err, lambda: process.exitcode)
+        return Started(wait, out, err, lambda: process.exitcode, kill=process.kill)
 
 
 def start_early(s3: bool = False, sql: bool = False) -> None:

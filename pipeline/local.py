@@ -12,7 +12,8 @@ and runs afresh after the retry, keeping the pages it set. In a job of two passe
 chunk's render step stays for the next pass (:mod:`steps.protocol`): the same process, its
 browser up, sets the next pass's first chunk, so a job starts one browser, not two; if it did
 not stay (its run failed), the next pass's render step starts as soon as this pass's pages are
-made, its browser booting while this pass assembles. Transient failures are retried as the
+made, its browser booting while this pass assembles. On a worker, it stays from one job to
+the next as well (:class:`pipeline.handoff.Slot`). Transient failures are retried as the
 spec says; exit code 3 (bad input) is not. A step's output goes to ``jobs/{job_id}/logs/
 {run_id}/`` in the store (each run keeps its own). While chunk steps run, the pages they
 report stored are passed to ``pages`` (the CLI's progress bars).
@@ -32,6 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.handoff import EarlyStart, Slot
 from pipeline.launch import Started, launcher
 from pipeline.spec import ON_EXIT, PARAMETERS, PASSES, Step, steps_for
 from steps.core.errors import SetupError, TransientError
@@ -39,17 +41,7 @@ from steps.core.job import JobNotFound, JobRecord, Status
 from steps.core.records import Records, open_records
 from steps.core.settings import settings
 from steps.core.store import S3Store, Store, StoreError, log_key
-from steps.protocol import (
-    EXIT_INPUT,
-    GO_FILE,
-    NEXT_GO_FILE,
-    RAN_SUFFIX,
-    last_error,
-    progress_of,
-    say,
-    unchanged_lines,
-    work_seconds,
-)
+from steps.protocol import EXIT_INPUT, last_error, progress_of, unchanged_lines, work_seconds
 
 Progress = Callable[[str], None]
 # (chunk, step, pages done, pages in the chunk): called as a chunk step stores each page
@@ -73,67 +65,6 @@ class StepRun:
     @property
     def label(self) -> str:
         return f"{self.stage}/{self.step}" + (f"[{self.chunk}]" if self.chunk else "")
-
-
-class EarlyStart:
-    """A step started before the step it follows has finished; it waits for :meth:`go` (or,
-    taking pages ahead, goes with :meth:`follow` and hears :meth:`done`). With ``stay``, a run
-    that succeeds leaves the process waiting for the next pass (:meth:`stayed`)."""
-
-    def __init__(self, step: Step, path: Path, started: Started, launcher,
-                 next_path: Path | None = None, outputs: tuple[str, str] | None = None) -> None:
-        self.step, self.path, self.launcher = step, path, launcher
-        self.next_path = next_path              # where it waits after a run, if it stays
-        self.started = started.staying(self._ran) if next_path is not None else started
-        self.outputs = outputs                  # where a process that stayed writes
-        self.argv: list[str] | None = None      # what it went with
-        self.stopped = False
-
-    @classmethod
-    def start(cls, launcher, step: Step, values: dict[str, str], scratch: Path,
-              stay: bool = False) -> EarlyStart:
-        path = scratch / f"go-{uuid.uuid4().hex}"
-        next_path = scratch / f"go-{uuid.uuid4().hex}" if stay else None
-        env = {GO_FILE: str(path)} | ({NEXT_GO_FILE: str(next_path)} if next_path else {})
-        return cls(step, path, launcher.start(step.module, step.argv(values), env), launcher,
-                   next_path)
-
-    @property
-    def _ran(self) -> Path:
-        return Path(f"{self.next_path}{RAN_SUFFIX}")
-
-    def stayed(self) -> EarlyStart | None:
-        """After this run succeeded: the same process, warm, waiting for the next pass's
-        go-ahead (None if it did not stay)."""
-        if self.next_path is None or not self._ran.exists():
-            return None
-        outputs = self.launcher.outputs()
-        return EarlyStart(self.step, self.next_path, self.started.next_run(*outputs),
-                          self.launcher, outputs=outputs)
-
-    def go(self, argv: list[str]) -> Started:
-        """Go ahead, with the step's arguments (it may have been started before they were
-        known); a step already following goes on as it is."""
-        if self.argv is None:
-            self.argv = argv
-            say(self.path, "go", argv, self.outputs)
-        return self.started
-
-    def follow(self, values: dict[str, str], after: str) -> None:
-        """Go now, taking each page as the step before it, whose stderr is ``after``, says it
-        finished it (:class:`steps.protocol.PagesAhead`)."""
-        self.go([*self.step.argv(values), "--after", after])
-
-    def done(self) -> None:
-        """The step before succeeded: every page is there."""
-        if self.argv is not None:
-            say(self.path, "done", self.argv, self.outputs)
-
-    def cancel(self) -> None:
-        if not self.stopped:
-            self.stopped = True
-            say(self.path, "stop")
-            self.started.wait()
 
 
 class Cancelled(Exception):
@@ -161,8 +92,10 @@ class LocalEngine:
     def __init__(self, store: Store, params: dict[str, str], progress: Progress = lambda _: None,
                  workers: int | None = None, retry_delay_s: float = 0.5,
                  pages: PageProgress | None = None, run_id: str | None = None,
-                 records: Records | None = None, env: dict[str, str] | None = None) -> None:
+                 records: Records | None = None, env: dict[str, str] | None = None,
+                 slot: Slot | None = None) -> None:
         self.store = store
+        self.slot = slot             # a worker's: its render step stays from job to job
         self.records = records or open_records(store)
         self.env = dict(env or {})   # over this process's environment, for every step
         self.cancelled = False
@@ -189,17 +122,30 @@ class LocalEngine:
                                  sql=self.records.uri != "store", env=self.env)
         self._ahead = None
         passes = PASSES[stage]
+        kept = self.slot.take(self.launcher) if self.slot is not None else None
+        if kept is not None:
+            self._ahead = (passes[0], kept)
         try:
             with tempfile.TemporaryDirectory(prefix="bookjob-") as scratch:
                 try:
                     for i, pass_stage in enumerate(passes):
                         self._run_pass(pass_stage, Path(scratch), passes[i + 1:])
                 finally:
-                    if self._ahead is not None:
-                        self._ahead[1].cancel()
+                    self._hold(None)
         finally:
             self.launcher.close()
         return self.runs
+
+    def _hold(self, ahead: tuple[str, EarlyStart] | None) -> None:
+        """Hold ``ahead`` for its pass; what was held before is stopped, or kept by the slot
+        for its next job once this one ends (``ahead`` None)."""
+        with self._lock:
+            before, self._ahead = self._ahead, ahead
+        if before is not None:
+            if self.slot is not None and ahead is None and not self.cancelled:
+                self.slot.put(before[1])
+            else:
+                before[1].cancel()
 
     def _start_ahead(self, next_pass: str, scratch: Path) -> None:
         """Start the next pass's first early-started step (the render step: its browser) now,
@@ -210,18 +156,15 @@ class LocalEngine:
                       "gpu_face_backends": "", "pages": ""}
             for step in steps_for(next_pass):
                 values.update({p.strip("{}"): "" for p in step.outputs.values()})
-            self._ahead = (next_pass, EarlyStart.start(self.launcher, chain[1], values, scratch))
+            self._hold((next_pass, EarlyStart.start(self.launcher, chain[1], values, scratch)))
 
     def _take_ahead(self, pass_stage: str, step: Step) -> EarlyStart | None:
-        """The step started ahead for this pass, if it is ``step`` (one for another step is
-        of no use: it is stopped; one for a later pass is left for it)."""
+        """The step started ahead (or kept by the slot) for this pass, if it is ``step``; one for
+        another step or a later pass is left as it is."""
         with self._lock:
-            if self._ahead is None or self._ahead[0] != pass_stage:
+            if self._ahead is None or self._ahead[0] != pass_stage or self._ahead[1].step is not step:
                 return None
             (_, ahead), self._ahead = self._ahead, None
-        if ahead.step is not step:
-            ahead.cancel()
-            return None
         return ahead
 
     def _run_pass(self, pass_stage: str, scratch: Path, later: tuple[str, ...] = ()) -> None:
@@ -250,9 +193,12 @@ class LocalEngine:
 
     def _run_chunks(self, chain: list[Step], chunks: list[str], values: dict[str, str],
                     scratch: Path, next_pass: str | None = None) -> None:
-        """Each chunk's chain of steps, chunks side by side. With ``next_pass``, the first
-        chunk's last step (the render step), started early, stays for that pass: the same
-        process, its browser up, does that pass's first chunk."""
+        """Each chunk's chain of steps, chunks side by side. With ``next_pass`` (or a slot),
+        the first chunk's last step (the render step), started early, stays for that pass (or
+        the slot's next job): the same process, its browser up, does that pass's first chunk."""
+        stays = next_pass is not None or self.slot is not None
+        folder = self.slot.folder if self.slot is not None else scratch
+
         def one_chunk(pages: str) -> None:
             chunk_values = {**values, "pages": pages}
             early = None
@@ -260,19 +206,18 @@ class LocalEngine:
                 following = self._take_ahead(values["pass_stage"], chain[i + 1]) \
                     if i + 1 < len(chain) else None
                 if following is None and i + 1 < len(chain):
-                    stay = next_pass is not None and pages == chunks[0] and i + 2 == len(chain)
-                    following = EarlyStart.start(self.launcher, chain[i + 1], chunk_values,
-                                                 scratch, stay)
+                    following = EarlyStart.start(self.launcher, chain[i + 1], chunk_values, scratch)
+                if following is not None and stays and pages == chunks[0] and i + 2 == len(chain):
+                    following.stay_in(folder)
                 try:
                     self._run_step(step, chunk_values, pages, early, following)
                 except BaseException:
                     if following is not None:
                         following.cancel()
                     raise
-                held = early.stayed() if early is not None and next_pass else None
+                held = early.stayed() if early is not None else None
                 if held is not None:
-                    with self._lock:
-                        self._ahead = (next_pass, held)
+                    self._hold((next_pass, held.adopt(self.launcher)) if next_pass else ("", held))
                 early = following if following is not None and not following.stopped else None
 
         if not chunks:

@@ -4,7 +4,9 @@ The queue is the records' own: a queued stage is a request in the job's record
 (:class:`~steps.core.job.QueuedStage`, put there by :func:`enqueue`), and the job keeps the
 status the old clients know until a worker starts it. A worker takes requests oldest first
 and runs at most ``slots`` at once (Celery's ``worker_prefetch_multiplier=1``), each through
-the embedded engine in this process, so the fork server and its imports serve every job.
+the embedded engine in this process, so the fork server and its imports serve every job, and
+each slot keeps its render step, browser up, from one job to the next
+(:class:`pipeline.handoff.Slot`).
 
 Delivery is Celery's ``acks_late``: taking a request means taking the job's lease and counting
 one delivery; the request leaves the record only once its run has ended (done, or failed and
@@ -23,14 +25,18 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import signal
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from pipeline.handoff import Slot
 from pipeline.lease import Busy, Lease
 from pipeline.local import Cancelled, LocalEngine, StepFailed
 from steps.core.errors import SetupError, TransientError
@@ -86,17 +92,21 @@ def workers_seen(store: Store, within_s: float = SEEN_S) -> list[dict]:
     return seen
 
 
+def cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def default_slots() -> int:
     """One slot per core, at most one per 1.5 GiB of memory: a slot's job keeps two cores
     busy at times (its render step's browser beside its backgrounds), and holds a browser and
     a few print pages."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     try:
         memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         memory = 0
-    by_memory = int(memory // (1.5 * 2**30)) if memory else cores
-    return max(1, min(cores, by_memory))
+    by_memory = int(memory // (1.5 * 2**30)) if memory else cores()
+    return max(1, min(cores(), by_memory))
 
 
 @dataclass
@@ -122,6 +132,8 @@ class Worker:
         self.lock = threading.Lock()
         self.name = f"{socket.gethostname()}-{os.getpid()}"
         self.finished = 0
+        self.free: queue.SimpleQueue[Slot] = queue.SimpleQueue()   # slots no job runs in
+        self.chunks = max(1, cores() // slots)   # a job's chunks side by side: its share of the cores
 
     # ---- the loop ----------------------------------------------------------------------
 
@@ -129,14 +141,22 @@ class Worker:
         """Take and run queued stages until :meth:`stop` (SIGTERM, SIGINT)."""
         beat = threading.Thread(target=self._beat, daemon=True)
         beat.start()
-        with ThreadPoolExecutor(max_workers=self.slots, thread_name_prefix="slot") as pool:
-            while not self.stopping.is_set():
-                try:
-                    self._fill(pool)
-                except (TransientError, StoreError) as e:   # the records or the store away
-                    self.say(f"worker: {e}; trying again")
-                self.stopping.wait(self.poll_s)
-            self._drain()
+        with tempfile.TemporaryDirectory(prefix="bookjob-worker-") as folder, \
+                ThreadPoolExecutor(max_workers=self.slots, thread_name_prefix="slot") as pool:
+            kept = [Slot(Path(folder)) for _ in range(self.slots)]
+            for slot in kept:
+                self.free.put(slot)
+            try:
+                while not self.stopping.is_set():
+                    try:
+                        self._fill(pool)
+                    except (TransientError, StoreError) as e:   # the records or the store away
+                        self.say(f"worker: {e}; trying again")
+                    self.stopping.wait(self.poll_s)
+                self._drain()
+            finally:
+                for slot in kept:
+                    slot.close()
         self._say_gone()
 
     def stop(self, *_: object) -> None:
@@ -203,9 +223,11 @@ class Worker:
 
     def _run(self, run: Running) -> None:
         notify = run.queued.params.get("notify_url", "")
+        slot = self.free.get()
         engine = LocalEngine(self.store, run.queued.params, records=self.records,
                              run_id=run.lease.run_id, progress=lambda line: None,
-                             env={"BOOKJOB_NOTIFY_URL": notify} if notify else {})
+                             env={"BOOKJOB_NOTIFY_URL": notify} if notify else {},
+                             workers=self.chunks, slot=slot)
         run.engine = engine
         outcome, reason = "completed", ""
         handed_back = False
@@ -229,6 +251,7 @@ class Worker:
         except Exception as e:  # noqa: BLE001 - the request stays; the next delivery answers it
             self.say(f"worker: {run.job_id}: could not update its request ({e})")
         finally:
+            self.free.put(slot)
             run.lease.release()
             with self.lock:
                 self.running.pop(run.job_id, None)

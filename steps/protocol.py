@@ -18,11 +18,12 @@ A step is ``python -m steps.<name> ARGS``. What comes back to the engine:
   making the chunk's pages. Its ``--after`` argument names that step's stderr; it takes each
   page once a progress line there says it is finished (:class:`PagesAhead`), until the go-file
   says ``done`` (the step before succeeded: every page is there) or ``stop``.
-- **staying for the next pass** (one machine): a step started with ``$BOOKJOB_NEXT_GO_FILE``
-  as well does not exit after a run that succeeds: it writes the exit code to that path plus
-  :data:`RAN_SUFFIX` and waits there, warm (the render step: its browser), for the next pass's
-  go-ahead, which carries that run's arguments and the files its stdout and stderr go to
-  (:func:`say`); ``stop``, or the engine gone, and it exits.
+- **staying for the next run** (one machine): a step whose go-ahead names a go-file to stay
+  on (:func:`say`'s ``stay``) does not exit after a run that succeeds: it writes the exit code
+  to that path plus :data:`RAN_SUFFIX` and waits there, warm (the render step: its browser),
+  for the next go-ahead (the job's next pass, or on a worker the next job), which carries that
+  run's arguments, the files its stdout and stderr go to and, to stay once more, the go-file
+  after it; ``stop``, or the engine gone, and it exits.
 """
 
 from __future__ import annotations
@@ -43,7 +44,6 @@ TIMING_PREFIX = "bookjob-timing "
 PROGRESS_PREFIX = "bookjob-progress "
 UNCHANGED = ": unchanged, skipped"
 GO_FILE = "BOOKJOB_GO_FILE"
-NEXT_GO_FILE = "BOOKJOB_NEXT_GO_FILE"
 RAN_SUFFIX = ".ran"
 
 
@@ -94,27 +94,36 @@ def unchanged_lines(stderr: str) -> list[str]:
 
 
 def say(path: Path, word: str, argv: list[str] | None = None,
-        outputs: tuple[str, str] | None = None) -> None:
-    """Engine side of the handshake: write ``go`` (with the step's arguments, if given, and for
-    a step that stayed the files of its stdout and stderr) or ``stop``, atomically, so the step
-    never reads half a word."""
-    lines = [word] + ([json.dumps(argv)] if argv is not None else []) + (
-        [json.dumps(list(outputs))] if outputs is not None else [])
+        outputs: tuple[str, str] | None = None, stay: Path | None = None) -> None:
+    """Engine side of the handshake: write ``go`` (with the step's arguments, if given; for a
+    step that stayed, the files of its stdout and stderr; for one to stay again, the go-file
+    of its next run) or ``stop``, atomically, so the step never reads half a word."""
+    lines = [word] + [json.dumps(v) for v in (argv, outputs, None if stay is None else str(stay))]
     temporary = path.with_suffix(".tmp")
     temporary.write_text("\n".join(lines))
     temporary.replace(path)
 
 
+def _said(path: str, line: int) -> Any:
+    lines = Path(path).read_text().split("\n")
+    return json.loads(lines[line]) if len(lines) > line else None
+
+
 def go_arguments(path: str) -> list[str] | None:
     """The arguments a ``go`` carried, or None if it carried none."""
-    lines = Path(path).read_text().split("\n")
-    return json.loads(lines[1]) if len(lines) > 1 else None
+    argv = _said(path, 1)
+    return [str(a) for a in argv] if argv is not None else None
 
 
 def go_outputs(path: str) -> tuple[str, str] | None:
     """The stdout and stderr files a ``go`` for a step that stayed named, or None."""
-    lines = Path(path).read_text().split("\n")
-    return tuple(json.loads(lines[2])) if len(lines) > 2 else None
+    outputs = _said(path, 2)
+    return tuple(outputs) if outputs is not None else None
+
+
+def go_stay(path: str) -> str:
+    """The go-file a ``go`` asks the step to stay on after this run, or ""."""
+    return str(_said(path, 3) or "")
 
 
 def ran(path: str, code: int) -> None:

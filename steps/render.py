@@ -144,9 +144,8 @@ def render_pages(store: Store, job_id: str, loaded: LoadedBook, pages: list[int]
     language = book.edition(record.language)
     fonts = book_fonts(loaded)
     fonts_used = font_ids(fonts)
-    if warm is not None and warm.fonts != fonts:  # warmed up for other fonts: of no use
-        warm.close()
-        warm = None
+    if warm is not None:
+        warm.use_fonts(fonts)      # warmed up (or kept from a job before) for another book's
     made: list = []
 
     @functools.cache

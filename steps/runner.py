@@ -7,7 +7,8 @@ server, the browser) or a :class:`~steps.core.errors.SetupError` is one line and
 anything else is a crash: the traceback goes to the step's log (stderr) and the exit code is 1.
 The engines retry all of these. Each step reports its own work time on stderr as one timing
 line, for the benchmarks. A step started early (``$BOOKJOB_GO_FILE``) warms up, then waits
-for the go-ahead; one told to stay (``$BOOKJOB_NEXT_GO_FILE``) then does the next pass's run.
+for the go-ahead; one whose go-ahead asks it to stay then does the next run (the job's next
+pass, or a worker's next job), and stays again while each go-ahead asks it to.
 """
 
 from __future__ import annotations
@@ -30,10 +31,10 @@ from steps.protocol import (
     EXIT_INPUT,
     EXIT_OK,
     GO_FILE,
-    NEXT_GO_FILE,
     error_line,
     go_arguments,
     go_outputs,
+    go_stay,
     ran,
     timing_line,
     wait_for_go,
@@ -88,14 +89,15 @@ def run(step: str, args: argparse.Namespace, work: Callable[..., None],
     once, its work going on in the background, and have a ``close()``) when the engine started
     the step early, else None; a warm-up that fails is simply not used. With ``parse``, the
     go-ahead may bring the step's arguments (they replace ``args``), and the step may stay for
-    the next pass (``$BOOKJOB_NEXT_GO_FILE``): after a run that succeeds it waits there, warm,
-    and does that pass's run too.
+    the next run: after a run that succeeds it waits, warm, at the go-file its go-ahead named
+    (:func:`steps.protocol.go_stay`), and does that run too, and so on while each go-ahead
+    names one.
     """
     keep_freed_memory()
     parent = os.getppid()
     warm = None
     go = os.environ.pop(GO_FILE, "")
-    stay = os.environ.pop(NEXT_GO_FILE, "") if parse is not None else ""
+    stay = ""
     if go:
         if warm_up is not None:
             try:
@@ -106,21 +108,25 @@ def run(step: str, args: argparse.Namespace, work: Callable[..., None],
             if warm is not None:
                 warm.close()
             sys.exit(EXIT_OK)
-        argv = go_arguments(go) if parse is not None else None
-        if argv is not None and parse is not None:
-            args = parse(argv)
+        if parse is not None:
+            _take_outputs(go)     # (a process kept for a later job writes to that job's files)
+            argv, stay = go_arguments(go), go_stay(go)
+            if argv is not None:
+                args = parse(argv)
     try:
         code = _run_once(step, args, go, work, warm, warm_up is not None)
-        if code == EXIT_OK and stay:  # (only a step with ``parse`` takes one)
+        while code == EXIT_OK and stay and parse is not None:
             ran(stay, code)
-            print(f"{step}: staying for the next pass (process {os.getpid()})", file=sys.stderr,
+            print(f"{step}: staying for the next run (process {os.getpid()})", file=sys.stderr,
                   flush=True)
-            if wait_for_go(stay, parent):
-                _take_outputs(stay)
-                print(f"{step}: the process of the pass before, warm (process {os.getpid()})",
-                      file=sys.stderr, flush=True)
-                code = _run_once(step, parse(go_arguments(stay) or []), stay, work, warm,
-                                 warm_up is not None)
+            if not wait_for_go(stay, parent):
+                break
+            go, stay = stay, go_stay(stay)
+            _take_outputs(go)
+            print(f"{step}: the process of the run before, warm (process {os.getpid()})",
+                  file=sys.stderr, flush=True)
+            code = _run_once(step, parse(go_arguments(go) or []), go, work, warm,
+                             warm_up is not None)
     finally:
         if warm is not None:
             warm.close()

@@ -6,6 +6,7 @@ part of the book.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -194,8 +195,10 @@ def test_newlines_are_kept(renderer):
 
 def test_book_font_is_used_and_comes_from_the_routed_url(renderer):
     with_font = render(renderer, "Max found a dragon", font_family="BookFace")
-    # fetched through the route (once per renderer: the document stays open between pages)
-    assert f"{ORIGIN}/fonts/0.ttf" in renderer.served_requests
+    # fetched through the route (once per renderer: the document stays open between pages),
+    # at a URL named by its bytes
+    fonts = {u for u in renderer.served_requests if "/fonts/" in u}
+    assert any(re.fullmatch(re.escape(ORIGIN) + r"/fonts/0-[0-9a-f]{16}\.ttf", u) for u in fonts)
     without = render(renderer, "Max found a dragon", font_family="NoSuchFamily")
     assert not np.array_equal(with_font, without)
 
@@ -323,3 +326,22 @@ def test_a_broken_book_font_fails_loudly(renderer):
     with pytest.raises(RuntimeError, match="Broken"):
         renderer.fit([TextBlock("Max", (0, 0, 200, 100), "Broken", 20)])
 
+
+
+def test_a_renderer_switched_to_another_books_fonts_keeps_its_browser_and_sets_with_them():
+    """A worker's render step keeps its browser from one job to the next: switched to another
+    book's fonts, it sets exactly what a fresh renderer with those fonts sets, and back."""
+    exe = find_chromium()
+    regular = [FontFile("BookFace", _font_bytes("Andika-Regular.ttf"))]
+    bold = [FontFile("BookFace", _font_bytes("Andika-Bold.ttf"))]   # the same family, other bytes
+    with TextRenderer(bold, executable_path=exe) as fresh:
+        want_bold = render(fresh, "Max found a dragon")
+    with TextRenderer(regular, executable_path=exe) as kept:
+        want_regular = render(kept, "Max found a dragon")
+        pid = kept._browser.pid
+        kept.use_fonts(bold)
+        assert np.array_equal(render(kept, "Max found a dragon"), want_bold)
+        kept.use_fonts(regular)
+        assert np.array_equal(render(kept, "Max found a dragon"), want_regular)
+        assert kept._browser.pid == pid
+    assert not np.array_equal(want_bold, want_regular)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -181,6 +182,44 @@ def test_a_worker_killed_three_times_loses_no_order(small_book, prepay_reference
     count("kills_survived", 3)
 
 
+def alone(book: Path, job_id: str, store: Path, name: str) -> dict[str, bytes]:
+    """The same order run by itself with `bookjob run`: its layout folder."""
+    done = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", str(book), "--photo",
+                           str(DEMO_PHOTO), "--name", name, "--age", AGE, "--gender", "girl",
+                           "--job-id", job_id, "--store", str(store), "--stage", "prepay"],
+                          capture_output=True, text=True, env=env(), cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return layout(store, job_id)
+
+
+def test_a_slot_keeps_its_render_step_and_browser_from_one_job_to_the_next(small, tmp_path):
+    """One slot, three orders, two books with different font files, two names: one render
+    process (its browser up) sets all three jobs' text, and each job's pages are the bytes of
+    the same order run alone: nothing of a job before is carried into the next."""
+    other = make_book(tmp_path / "other", size=(600, 400))
+    bold = ROOT / "pipeline" / "demo" / "book" / "fonts" / "Andika-Bold.ttf"
+    (other / "fonts" / "Andika-Regular.ttf").write_bytes(bold.read_bytes())
+    store = tmp_path / "store"
+    jobs = BookJobs(str(store))
+    orders = [("k1", small, NAME), ("k2", other, "Max"), ("k3", small, "Max")]
+    for job_id, book, name in orders:
+        order(jobs, book, job_id, name=name)
+    worker = WorkerProcess(store, "--slots", "1", "--port", "0")
+    try:
+        assert {jobs.wait(j, timeout=300).status for j, _, _ in orders} == {"prepay_ready"}
+    finally:
+        assert worker.stop() == 0, worker.text()
+    logs = [next((store / "jobs" / j / "logs").glob("*/prepay-render-*")).read_text()
+            for j, _, _ in orders]
+    pid = re.search(r"render: staying for the next run \(process (\d+)\)", logs[0])
+    assert pid, logs[0]
+    for log in logs[1:]:
+        assert log.startswith(f"render: the process of the run before, warm (process {pid[1]})"), log
+    for job_id, book, name in orders[1:]:
+        assert layout(store, job_id) == alone(book, f"{job_id}-alone", tmp_path / "alone", name), \
+            job_id
+
+
 def test_sigterm_hands_running_work_back(small, tmp_path):
     store = tmp_path / "store"
     jobs = BookJobs(str(store))
@@ -238,11 +277,15 @@ def test_healthz_and_metrics(small, tmp_path):
         assert workers_seen(LocalStore(store))                 # said it is alive
         assert order(jobs, small, "m1").note == ""
         assert jobs.wait("m1", timeout=300).status == "prepay_ready"
-        time.sleep(0.5)
-        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+        counted = ('bookjob_worker_stage_duration_seconds_count{outcome="completed",stage="prepay"} '
+                   '1.0')
+        for _ in range(300):   # the job's status is final a moment before its run has ended
+            metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+            if counted in metrics:
+                break
+            time.sleep(0.1)
+        assert counted in metrics
         assert "bookjob_worker_queue_depth 0.0" in metrics
-        assert ('bookjob_worker_stage_duration_seconds_count{outcome="completed",stage="prepay"} '
-                '1.0') in metrics
         with pytest.raises(urllib.error.HTTPError):
             urllib.request.urlopen(f"http://127.0.0.1:{port}/nope")
     finally:

@@ -14,6 +14,7 @@ works with page scripts off.
 
 from __future__ import annotations
 
+import hashlib
 import html
 import math
 import re
@@ -120,7 +121,8 @@ def css_string(value: str) -> str:
 
 
 def _font_url(index: int, font: FontFile) -> str:
-    return f"{ORIGIN}/fonts/{index}.{font_kind(font.data)[2]}"
+    # named by its bytes too: a browser kept for another book's fonts never reuses a cached one
+    return f"{ORIGIN}/fonts/{index}-{hashlib.sha256(font.data).hexdigest()[:16]}.{font_kind(font.data)[2]}"
 
 
 def _font_face_css(index: int, font: FontFile) -> str:
@@ -248,6 +250,12 @@ def composite(page: np.ndarray, region: tuple[int, int, int, int], layer: np.nda
     pixels[at] = ((mixed + (mixed >> 8)) >> 8).astype(np.uint8)
 
 
+def _resources(fonts: Sequence[FontFile]) -> dict[str, tuple[str, bytes]]:
+    """What the renderer's page may load, by URL: its shell document and the fonts."""
+    return {SHELL_URL: ("text/html; charset=utf-8", shell_document(fonts).encode("utf-8", "replace")),
+            **{_font_url(i, f): (font_kind(f.data)[1], f.data) for i, f in enumerate(fonts)}}
+
+
 class TextRenderer:
     """One headless Chromium for many pages. Use as a context manager.
 
@@ -260,9 +268,7 @@ class TextRenderer:
         self.executable_path = executable_path
         self.served_requests: list[str] = []     # URLs answered from memory
         self.blocked_requests: list[str] = []    # URLs aborted: anything else the page asked for
-        self._resources = {_font_url(i, f): (font_kind(f.data)[1], f.data) for i, f in enumerate(self.fonts)}
-        self._resources[SHELL_URL] = ("text/html; charset=utf-8",
-                                      shell_document(self.fonts).encode("utf-8", "replace"))
+        self._resources = _resources(self.fonts)
         self._pages_loaded = 0
         self._browser: Browser | None = None
         self._tab: Tab | None = None
@@ -280,6 +286,14 @@ class TextRenderer:
         if self._browser is not None:
             self._browser.close()
         self._browser = self._tab = None
+
+    def use_fonts(self, fonts: Sequence[FontFile]) -> None:
+        """Set text in ``fonts`` from now on (another book's), keeping the browser up: the
+        next page loads the shell document afresh with them."""
+        if list(fonts) != self.fonts:
+            if self._browser is not None:
+                self._browser.open_tab().url = "about:blank"   # (after a warm-up under way)
+            self.fonts, self._resources = list(fonts), _resources(fonts)
 
     def warm_up(self, size: tuple[int, int]) -> None:
         """What the first page of ``size`` would wait for, done ahead, in the background: the

@@ -1,8 +1,9 @@
 """Settings from the environment (``BOOKJOB_*``), read in one place, with their defaults.
 
 Every ``BOOKJOB_*`` variable a step, the engine or the CLI reads is a field of
-:class:`Settings`; an empty variable means "not set". :func:`settings` reads the environment
-each time it is called (a step is a short process; tests change the environment), and a value
+:class:`Settings`; an empty variable means "not set". :func:`settings` follows the environment
+as it is when called (tests and a worker's jobs change it; what it read is reused until a
+``BOOKJOB_*`` variable changes), and a value
 that is not of its field's type is a :class:`~steps.core.errors.SetupError` naming the variable.
 Command-line options win over these; the defaults below are the single table the pipeline
 spec, the CLI and the steps take theirs from.
@@ -10,6 +11,8 @@ spec, the CLI and the steps take theirs from.
 
 from __future__ import annotations
 
+import functools
+import os
 from typing import Literal
 
 from pydantic import ValidationError
@@ -19,7 +22,8 @@ from steps.core.errors import SetupError
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="BOOKJOB_", env_ignore_empty=True, extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="BOOKJOB_", env_ignore_empty=True, extra="ignore",
+                                      frozen=True)
 
     store: str = "./bookjob-store"              # the CLI's store: a folder or s3://bucket/prefix
     records: str = "store"                       # job records: store, sqlite:///…, postgresql://…
@@ -53,7 +57,14 @@ class Settings(BaseSettings):
 
 
 def settings() -> Settings:
-    """The settings as the environment says now."""
+    """The settings as the environment says now (read again whenever a ``BOOKJOB_*``
+    variable has changed: a step asks many times, and reading them costs about a millisecond)."""
+    return _settings(tuple(sorted((k.upper(), v) for k, v in os.environ.items()
+                                  if k.upper().startswith("BOOKJOB_"))))
+
+
+@functools.lru_cache(maxsize=16)
+def _settings(environment: tuple[tuple[str, str], ...]) -> Settings:
     try:
         return Settings()
     except ValidationError as e:
