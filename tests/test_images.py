@@ -164,6 +164,74 @@ def test_own_pngs_decode_to_the_pixels_encoded(photo):
     assert np.array_equal(decode_own_png(png_bytes(photo.convert("RGB"))), pixels)
 
 
+def _png(width: int, height: int, idat: bytes) -> bytes:
+    """An 8-bit RGB PNG with this header and this IDAT, checksums right."""
+    from steps.core.images import PNG_SIGNATURE, _chunk
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return PNG_SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
+
+
+PEAK = """
+import sys
+from steps.core.images import decode_own_png
+
+def high_water_kib():  # this process's own peak (ru_maxrss would carry its parent's over exec)
+    line = next(l for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+    return int(line.split()[1])
+
+data = open(sys.argv[1], "rb").read()
+before = high_water_kib()
+try:
+    shape = decode_own_png(data).shape
+except ValueError as e:
+    shape = str(e)
+print((high_water_kib() - before) // 1024, shape)
+"""
+
+
+def test_a_png_bomb_costs_what_its_header_says(tmp_path):
+    """A 100x100 page whose IDAT inflates to 128 MB (its rows "Up"-filtered, as ours are):
+    decoded as the 100x100 page its header says, without inflating the rest (measured in a
+    process of its own: before the bound, its peak memory grew by the whole 128 MB)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+
+    rows = (b"\x02" + bytes(300)) * 10_000           # 3 MB at a time: this process stays small
+    deflate = zlib.compressobj(9)
+    idat = b"".join(deflate.compress(rows) for _ in range(128_000_000 // len(rows))) + deflate.flush()
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(_png(100, 100, idat))
+    assert bomb.stat().st_size < 600_000
+    done = subprocess.run([sys.executable, "-c", PEAK, str(bomb)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True)
+    grown, shape = done.stdout.split(maxsplit=1)
+    assert int(grown) < 40 and shape.strip() == "(100, 100, 3)", done.stdout
+
+
+def test_a_png_cut_off_in_its_pixels_is_refused():
+    from steps.core.images import decode_own_png
+
+    whole = encode_png(np.full((100, 100, 3), 7, np.uint8), 300)
+    assert decode_own_png(whole).shape == (100, 100, 3)
+    at = whole.index(b"IDAT")
+    with pytest.raises(ValueError):
+        decode_own_png(whole[:at + 40])
+
+
+def test_a_png_header_larger_than_the_limit_is_refused_before_decoding():
+    from steps.core.images import decode_own_png
+
+    side = int(MAX_PIXELS ** 0.5) + 1          # just over the limit; one pixel less is allowed
+    with pytest.raises(ValueError, match="more than 50 million"):
+        decode_own_png(_png(side, side, zlib.compress(b"")))
+    with pytest.raises(ValueError, match="could not decode"):   # within it: tried, and broken
+        decode_own_png(_png(side - 1, side - 1, zlib.compress(b"")))
+
+
 def test_a_plain_rgb_png_of_the_page_size_is_usable_as_it_is(photo):
     """A page without a face keeps the book's own file as its background when that file is a
     whole, undamaged 8-bit RGB PNG of the page size without transparency; anything else is

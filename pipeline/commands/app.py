@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from typer.core import TyperCommand, TyperGroup, TyperOption
 
 from pipeline.jobs import BookJobError, Stage, local_backends, prepare_job
 from pipeline.jobs import refuse as fail  # the app prints the sentence and exits with the code
@@ -27,12 +28,45 @@ from steps.core.settings import settings
 from steps.core.store import Store, StoreError, open_store
 from steps.protocol import EXIT_FAILURE
 
-__all__ = ["app", "fail", "say", "prepare_job", "Stage", "backends", "local_backends"]
+__all__ = ["App", "app", "fail", "say", "prepare_job", "Stage", "backends", "local_backends"]
 
 
-class _App(typer.Typer):
+PLAIN = {"<str>": "TEXT", "<int>": "INTEGER", "<float>": "NUMBER", "<path>": "PATH"}
+
+
+def _plain_help(ctx, params: list) -> None:
+    """What the help shows beside each option: nothing for a switch, TEXT for text (typer
+    writes ``<bool>`` and ``<str>``); an option's own metavar stays."""
+    for param in params:
+        if getattr(param, "is_flag", False) or param.name == "help":
+            param.metavar = ""
+        elif isinstance(param, TyperOption) and param.metavar is None:
+            param.metavar = PLAIN.get(param.display_type(ctx) or "")
+
+
+class _Command(TyperCommand):
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        _plain_help(ctx, params)
+        return params
+
+
+class _Group(TyperGroup):
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        _plain_help(ctx, params)
+        return params
+
+
+class App(typer.Typer):
     """The CLI; a store or records database that cannot be reached, or a setup error, is one
-    line and exit 1, not a traceback."""
+    line and exit 1, not a traceback. Its commands' help shows plain metavars (:func:`_plain_help`)."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(cls=_Group, **kwargs)
+
+    def command(self, *args, **kwargs):
+        return super().command(*args, cls=kwargs.pop("cls", _Command), **kwargs)
 
     def __call__(self, *args, **kwargs):
         try:
@@ -52,14 +86,32 @@ class _App(typer.Typer):
             sys.exit(EXIT_FAILURE)
 
 
-app = _App(help="Personalised children's books: photo in, print-ready book out.",
+app = App(help="Personalised children's books: photo in, print-ready book out.",
            no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
+
+def _version(asked: bool) -> None:
+    if asked:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"bookjob {version('bookjob')}")
+        except PackageNotFoundError:    # run from a checkout that was never installed
+            typer.echo("bookjob (not installed: run from a checkout)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option(
+        "--version", help="Print bookjob's version and exit.", callback=_version,
+        is_eager=True)] = False) -> None:
+    """Personalised children's books: photo in, print-ready book out."""
 
 DEMO = Path(__file__).parents[1] / "demo"
 
 
 StoreOpt = Annotated[str | None, typer.Option(
-    "--store", help="A folder or s3://bucket/prefix [env BOOKJOB_STORE; default ./bookjob-store]")]
+    "--store", help="A folder or s3://bucket/prefix (env BOOKJOB_STORE; default ./bookjob-store)")]
 RecordsOpt = Annotated[str | None, typer.Option(
     "--records", help="Where job records live: store (beside the pages), sqlite:///path/to/"
                       "bookjob.db or postgresql://user@host/db (env BOOKJOB_RECORDS; default: "
@@ -95,7 +147,8 @@ PhotoOpt = Annotated[str | None, typer.Option(
                     "https://… (or http://… from a host in BOOKJOB_ALLOW_HTTP_HOSTS); copied "
                     "into the store's uploads/<job>/.")]
 NameOpt = Annotated[str | None, typer.Option("--name", help="The child's name, 1-40 characters.")]
-AgeOpt = Annotated[str | None, typer.Option("--age", help="The child's age in years, 0-17.")]
+AgeOpt = Annotated[str | None, typer.Option("--age", metavar="YEARS",
+                                             help="The child's age in years, 0-17.")]
 GenderOpt = Annotated[str | None, typer.Option("--gender", help="girl, boy or unspecified.")]
 LanguageOpt = Annotated[str | None, typer.Option(
     "--language", help="The edition: one of the book's languages (default: its first).")]
@@ -111,8 +164,9 @@ SeedOpt = Annotated[bool, typer.Option(
 PagesOpt = Annotated[str | None, typer.Option(
     "--pages", help="Regenerate only these prepay pages, e.g. 2,3 (implies --randomize-seed).")]
 ChunkOpt = Annotated[str, typer.Option(
-    "--pages-per-task", help="Pages per chunk (one process/pod each): a number, 0 (one chunk per "
-                             "stage) or auto (one chunk per core, at least 4 pages each).")]
+    "--pages-per-task", metavar="N|0|auto",
+    help="Pages per chunk (one process/pod each): a number, 0 (one chunk per stage) or auto (one "
+         "chunk per two cores, at least 4 pages each).")]
 class Analyzer(str, Enum):
     heuristic = "heuristic"
     qwen2_vl = "qwen2-vl"
@@ -124,16 +178,16 @@ class FaceBackend(str, Enum):
 
 
 AnalyzerOpt = Annotated[Analyzer | None, typer.Option(
-    "--analyzer", help="heuristic (CPU) or qwen2-vl (GPU) [env BOOKJOB_ANALYZER].")]
+    "--analyzer", help="heuristic on the CPU or qwen2-vl on a GPU (env BOOKJOB_ANALYZER).")]
 AnalyzerModelOpt = Annotated[str | None, typer.Option(
-    "--analyzer-model", help="Local folder of the Qwen2-VL weights [env BOOKJOB_ANALYZER_MODEL].")]
+    "--analyzer-model", help="Local folder of the Qwen2-VL weights (env BOOKJOB_ANALYZER_MODEL).")]
 FaceBackendOpt = Annotated[FaceBackend | None, typer.Option(
-    "--face-backend", help="classic (CPU) or comfyui (GPU) [env BOOKJOB_FACE_BACKEND].")]
+    "--face-backend", help="classic on the CPU or comfyui on a GPU (env BOOKJOB_FACE_BACKEND).")]
 ComfyOpt = Annotated[str | None, typer.Option(
-    "--comfyui-url", help="The ComfyUI server for --face-backend comfyui [env BOOKJOB_COMFYUI_URL].")]
+    "--comfyui-url", help="The ComfyUI server for --face-backend comfyui (env BOOKJOB_COMFYUI_URL).")]
 NotifyOpt = Annotated[str | None, typer.Option(
-    "--notify-url", help="POST the job record here on each status change (signed with "
-                         "$BOOKJOB_NOTIFY_SECRET) [env BOOKJOB_NOTIFY_URL].")]
+    "--notify-url", help="POST the job record here on each status change, signed with "
+                         "$BOOKJOB_NOTIFY_SECRET (env BOOKJOB_NOTIFY_URL).")]
 
 
 def backends(analyzer: str | None, analyzer_model: str | None, face_backend: str | None,

@@ -47,10 +47,10 @@ from pipeline.lease import EXIT_BUSY
 from steps.protocol import EXIT_FAILURE, EXIT_USAGE
 
 ServerOpt = Annotated[str | None, typer.Option(
-    "--server", help="Argo Server, e.g. https://argo.example:2746 [env ARGO_SERVER].")]
-TokenOpt = Annotated[str | None, typer.Option("--token", help="Bearer token [env ARGO_TOKEN].")]
+    "--server", help="Argo Server, e.g. https://argo.example:2746 (env ARGO_SERVER).")]
+TokenOpt = Annotated[str | None, typer.Option("--token", help="Bearer token (env ARGO_TOKEN).")]
 NamespaceOpt = Annotated[str | None, typer.Option(
-    "--namespace", "-n", help="Namespace of the workflows [env ARGO_NAMESPACE; default: default].")]
+    "--namespace", "-n", help="Namespace of the workflows (env ARGO_NAMESPACE; default: default).")]
 TransportOpt = Annotated[str | None, typer.Option(
     "--transport", help="argo (Argo Server API) or kubernetes (the Kubernetes API directly); "
                         "default: argo when a server is set.")]

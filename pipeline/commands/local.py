@@ -229,8 +229,9 @@ def status(
     store: StoreOpt = None,
     records: RecordsOpt = None,
     server: Annotated[str | None, typer.Option(
-        "--server", help="Also show the job's workflows on this Argo Server [env ARGO_SERVER].")] = None,
-    namespace: Annotated[str | None, typer.Option("--namespace", "-n")] = None,
+        "--server", help="Also show the job's workflows on this Argo Server (env ARGO_SERVER).")] = None,
+    namespace: Annotated[str | None, typer.Option(
+        "--namespace", "-n", help="Namespace of the workflows (env ARGO_NAMESPACE).")] = None,
     transport: Annotated[str | None, typer.Option(
         "--transport", help="argo or kubernetes: also show the job's workflows.")] = None,
     as_json: JsonOpt = False,
@@ -246,8 +247,9 @@ def status(
         record = held.read(job_id)
     except InputError as e:
         fail(EXIT_USAGE, e.message)
-    except JobNotFound as e:
-        fail(EXIT_FAILURE, str(e))
+    except JobNotFound as e:   # as `run` on a job that is not there: exit 2, saying what to do
+        fail(EXIT_USAGE, f"{e}; check the id (bookjob jobs lists them) and the --store/--records "
+                         "it was made with.")
     trouble: list[str] = []
     workflows = cluster_phases(job_id, server, None, namespace, transport, False,
                                warn=lambda line: (trouble.append(line), say(line)))

@@ -13,14 +13,14 @@ from typing import Annotated
 
 import typer
 
-from pipeline.commands.app import BookArg, app
+from pipeline.commands.app import app
 from pipeline.jobs import book_uri
 from steps.protocol import EXIT_FAILURE, EXIT_INPUT
 
 
 @app.command()
 def proof(
-    book: BookArg,
+    book: Annotated[str, typer.Argument(help="A book folder holding book.yaml, or an s3:// prefix.")],
     sheet: Annotated[Path, typer.Option(
         "--sheet", help="Where to write the contact sheet (PDF): every page, text over the "
                         "illustration, for a few cases per language.")] = Path("proof.pdf"),

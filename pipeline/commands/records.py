@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.commands.app import JsonOpt, RecordsOpt, StoreOpt, app, fail, records_at, say, store_at
+from pipeline.commands.app import App, JsonOpt, RecordsOpt, StoreOpt, app, fail, records_at, say, store_at
 from steps.core.errors import SetupError
 from steps.core.job import JobNotFound
 from steps.core.records import JobQuery, StoreRecords, check_url
@@ -79,7 +79,7 @@ def jobs(
         typer.echo("  ".join(v.ljust(w) for v, w in zip(row, widths)) + "  " + row[-1])
 
 
-db = typer.Typer(help="The records database: create or migrate its schema, import records.",
+db = App(help="The records database: create or migrate its schema, import records.",
                  no_args_is_help=True)
 app.add_typer(db, name="db")
 

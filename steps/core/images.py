@@ -128,6 +128,13 @@ def usable_as_is(data: bytes, size: tuple[int, int]) -> bool:
     return False
 
 
+def png_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) a PNG's header claims; None if it is not a PNG."""
+    if len(data) < 24 or not data.startswith(PNG_SIGNATURE) or data[12:16] != b"IHDR":
+        return None
+    return struct.unpack(">II", data[16:24])
+
+
 def _rgb8_header(data: bytes) -> tuple[int, int, int] | None:
     """(width, height, interlace) of an 8-bit RGB PNG, from its header; None for anything else."""
     if len(data) < 33 or not data.startswith(PNG_SIGNATURE) or data[12:16] != b"IHDR":
@@ -194,13 +201,20 @@ def _vips() -> Any:
 
 
 def decode_own_png(data: bytes) -> np.ndarray:
-    """A PNG bookjob wrote itself (a page background) as an RGB array. Uploads and book files
-    are not for this: they go through :func:`load_photo` and :func:`load_page`.
+    """A page background as an RGB array: a PNG bookjob wrote itself, or a book's base page
+    kept as it is (:func:`usable_as_is`). Uploads go through :func:`load_photo`, base pages to
+    be worked on through :func:`load_page`.
 
     Our own encoding (8-bit RGB, "Up" on every row) is inflated and un-filtered here (a row
     added to the one above it, no per-pixel work); any other 8-bit RGB PNG goes through libvips,
-    the rest through OpenCV.
+    the rest through OpenCV. A base page kept as it is reaches this too, so nothing is trusted:
+    a header claiming more than :data:`MAX_PIXELS` is refused before any pixel is decoded, and
+    no more is inflated than the header's rows (a bomb costs what its header says, no more).
     """
+    size = png_size(data)
+    if size is not None and size[0] * size[1] > MAX_PIXELS:
+        raise ValueError(f"The PNG claims {size[0]}x{size[1]} pixels, more than "
+                         f"{MAX_PIXELS // 1_000_000} million.")
     own = _decode_up_filtered(data)
     if own is None:
         own = _plain_png(data)
@@ -233,11 +247,12 @@ def _decode_up_filtered(data: bytes) -> np.ndarray | None:
     try:
         if isal_zlib.decompressobj().decompress(idat[0][:256], 1) != b"\x02":
             return None  # the first row is not "Up": another encoder's PNG (e.g. the book's)
-        raw = isal_zlib.decompress(b"".join(idat))
+        stride = 1 + 3 * width
+        inflate = isal_zlib.decompressobj()
+        raw = inflate.decompress(b"".join(idat), height * stride + 1)   # never past the header
+        if len(raw) != height * stride or inflate.unconsumed_tail:
+            return None
     except isal_zlib.error:  # type: ignore[misc]  # isal ships no type for its error class
-        return None
-    stride = 1 + 3 * width
-    if len(raw) != height * stride:
         return None
     rows = np.frombuffer(raw, np.uint8).reshape(height, stride)
     if not (rows[:, 0] == 2).all():
