@@ -60,7 +60,8 @@ def fill(url: str, folder: Path, jobs: list[JobRecord]) -> None:
         return
     from sqlalchemy import insert
 
-    from steps.core.records_sql import SqlRecords, job_artifacts, upgrade
+    from steps.core.migrations import upgrade
+    from steps.core.records_sql import SqlRecords, job_artifacts
     from steps.core.records_sql import jobs as table
 
     upgrade(url)

@@ -231,7 +231,8 @@ class BookJobs:
         params = prepare_job(self.store, book, photo, name, age, gender, stage, job_id,
                              randomize, "auto" if self.cluster is None else "0",
                              ",".join(map(str, pages)) if pages else None, language,
-                             dedication, records=self.records, thorough=True)
+                             dedication, records=self.records, thorough=True,
+                             notify_url=(notify_url or "") if self.cluster is None else "")
         if notify_url:
             params["notify_url"] = notify_url
         if self.cluster is None:

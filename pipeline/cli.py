@@ -17,6 +17,7 @@ warnings.filterwarnings("ignore", message="'pipeline.cli' found in sys.modules",
 
 from pipeline.commands import (  # noqa: E402 - after the filter above
     cluster,  # noqa: F401, I001 - registers submit, watch, logs
+    events,  # noqa: F401, I001 - registers events
     local,  # noqa: F401 - registers run, status, demo, templates
     proof,  # noqa: F401, I001 - registers proof
     records,  # noqa: F401, I001 - registers jobs, db

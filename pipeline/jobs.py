@@ -224,9 +224,11 @@ def prepare_job(target: Store, book: str | None, photo: str | None, name: str | 
                 age: str | None, gender: str | None, stage: Stage | str, job_id: str | None,
                 randomize_seed: bool, pages_per_task: str, pages: str | None = None,
                 language: str | None = None, dedication: str | None = None,
-                records: Records | None = None, thorough: bool = False) -> dict[str, str]:
+                records: Records | None = None, thorough: bool = False,
+                notify_url: str = "") -> dict[str, str]:
     """Check what the user asked for against the job's record, create a new job's record (its
-    photo uploaded) and return the pipeline parameters: the job id, the stage and settings,
+    photo uploaded; ``notify_url``, the job's own webhook, kept in it from its first event on)
+    and return the pipeline parameters: the job id, the stage and settings,
     never the child (every step reads the child from the record). Usage errors exit 2; a bad
     job id, bad child fields (the new job is then recorded as failed), another book for a
     bound job or a regeneration over the limit exit 3; a record a newer bookjob wrote exit 1.
@@ -266,6 +268,8 @@ def prepare_job(target: Store, book: str | None, photo: str | None, name: str | 
         if randomize_seed:
             check_regeneration(records, record, regenerate_pages)
         skip_analysis = stage in (Stage.prepay, Stage.full) and photo_unchanged(target, record)
+        if notify_url and record.notify_url != notify_url:
+            records.update(job_id, lambda r: setattr(r, "notify_url", notify_url))
     else:
         if stage is Stage.postpay:
             refuse(EXIT_USAGE, f"job {job_id} does not exist; postpay needs a job that reached "
@@ -281,6 +285,7 @@ def prepare_job(target: Store, book: str | None, photo: str | None, name: str | 
         record = new_record(job_id, book_uri(book), photo_key, name or "", age,
                             gender or "unspecified", photo_source=source,
                             language=language or "", dedication=dedication or "")
+        record.notify_url = notify_url
         records.create(record)
         try:
             check_new_job(target, record, gender, age, thorough)

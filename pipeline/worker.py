@@ -39,6 +39,7 @@ from pathlib import Path
 from pipeline.handoff import Slot
 from pipeline.lease import Busy, Lease
 from pipeline.local import Cancelled, LocalEngine, StepFailed
+from pipeline.sender import Sender, remember_webhook
 from steps.core.errors import SetupError, TransientError
 from steps.core.job import JobNotFound, JobRecord, QueuedStage, now
 from steps.core.records import Records
@@ -123,10 +124,11 @@ class Running:
 class Worker:
     def __init__(self, store: Store, records: Records, slots: int, *, poll_s: float = 0.2,
                  grace_s: float = 60.0, say: Callable[[str], None] = lambda _: None,
-                 metrics: object | None = None) -> None:
+                 metrics: object | None = None, sender: Sender | None = None) -> None:
         self.store, self.records, self.slots = store, records, slots
         self.poll_s, self.grace_s, self.say = poll_s, grace_s, say
         self.metrics = metrics
+        self.sender = sender or Sender(records, say=say)   # the jobs' events, apart from the work
         self.stopping = threading.Event()
         self.running: dict[str, Running] = {}
         self.lock = threading.Lock()
@@ -141,6 +143,7 @@ class Worker:
         """Take and run queued stages until :meth:`stop` (SIGTERM, SIGINT)."""
         beat = threading.Thread(target=self._beat, daemon=True)
         beat.start()
+        _, stop_sending = self.sender.start()
         with tempfile.TemporaryDirectory(prefix="bookjob-worker-") as folder, \
                 ThreadPoolExecutor(max_workers=self.slots, thread_name_prefix="slot") as pool:
             kept = [Slot(Path(folder)) for _ in range(self.slots)]
@@ -157,6 +160,7 @@ class Worker:
             finally:
                 for slot in kept:
                     slot.close()
+                stop_sending.set()
         self._say_gone()
 
     def stop(self, *_: object) -> None:
@@ -222,16 +226,16 @@ class Worker:
         return Running(job_id, queued.stage, lease, queued)
 
     def _run(self, run: Running) -> None:
-        notify = run.queued.params.get("notify_url", "")
         slot = self.free.get()
         engine = LocalEngine(self.store, run.queued.params, records=self.records,
                              run_id=run.lease.run_id, progress=lambda line: None,
-                             env={"BOOKJOB_NOTIFY_URL": notify} if notify else {},
+                             env={"BOOKJOB_NOTIFY_URL": ""},   # the worker's sender sends
                              workers=self.chunks, slot=slot)
         run.engine = engine
         outcome, reason = "completed", ""
         handed_back = False
         try:
+            remember_webhook(self.records, run.job_id, run.queued.params.get("notify_url", ""))
             engine.run(run.stage)
         except Cancelled:
             handed_back = True
@@ -257,6 +261,7 @@ class Worker:
                 self.running.pop(run.job_id, None)
                 self.finished += 1
         self._observe()
+        self.sender.wake()
         if not handed_back:
             self._count(outcome, run.stage, reason, time.monotonic() - run.started)
             self.say(f"worker: {run.job_id} {run.stage}: {outcome}"

@@ -21,7 +21,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from steps.core import faults
+from steps.core import faults, notify
 from steps.core.errors import InputError, Refusal, SetupError, TransientError
 from steps.core.job import JOB_ID, JobNotFound
 from steps.core.records import mark_failed
@@ -94,6 +94,7 @@ def run(step: str, args: argparse.Namespace, work: Callable[..., None],
     names one.
     """
     keep_freed_memory()
+    notify.as_step()
     parent = os.getppid()
     warm = None
     go = os.environ.pop(GO_FILE, "")

@@ -110,7 +110,8 @@ def records_database(kind: str, request, tmp_path: Path) -> str:
     database on the test PostgreSQL server (dropped after the test)."""
     if kind == "store":
         return "store"
-    from steps.core.records_sql import SqlRecords, upgrade
+    from steps.core.migrations import upgrade
+    from steps.core.records_sql import SqlRecords
 
     if kind == "sqlite":
         url = f"sqlite:///{tmp_path / 'records' / 'bookjob.db'}"

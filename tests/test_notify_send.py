@@ -8,7 +8,8 @@ import time
 import pytest
 
 from steps.core import notify
-from steps.core.notify import send, signature, status_changed
+from steps.core.job import Event
+from steps.core.notify import body_of, events_added, send, signature
 from tests.test_notify import Receiver
 
 
@@ -70,18 +71,38 @@ def test_an_unreachable_webhook_is_a_warning(monkeypatch, capsys):
     assert err.startswith(f"warning: status webhook {url} failed after 2 attempts (") and "refused" in err
 
 
-def test_status_changes_go_to_the_configured_webhook(receiver, monkeypatch):
+STATUS = Event(seq=3, type="status", at="2026-12-08T01:00:00Z", status="prepay_ready")
+PAGE = Event(seq=2, type="artifact", at="2026-12-08T01:00:00Z", kind="page_png", page=1,
+             key="layout/j/pages/page_01.png", sha256="a" * 64)
+
+
+def test_a_steps_status_events_go_to_the_webhook_its_environment_names(receiver, monkeypatch):
+    """(A cluster's steps, until a sender runs there.) Status events only, one POST each."""
     monkeypatch.setenv("BOOKJOB_NOTIFY_URL", f"  {receiver.url}  ")
     monkeypatch.setenv("BOOKJOB_NOTIFY_SECRET", "k")
-    status_changed(b'{"status": "completed"}')
+    events_added("j", [PAGE, STATUS])
+    assert receiver.received == []            # not a step: a sender delivers
+    monkeypatch.setattr(notify, "_in_step", [True])
+    events_added("j", [PAGE, STATUS])
     [(headers, body)] = receiver.received
-    assert body == b'{"status": "completed"}'
+    assert body == body_of("j", STATUS)
     assert headers["X-Bookjob-Signature"] == signature("k", headers["X-Bookjob-Timestamp"], body)
 
 
+def test_an_event_body_has_ids_and_what_changed_and_an_idempotency_key():
+    import json
+
+    assert json.loads(body_of("j", PAGE)) == {
+        "job_id": "j", "seq": 2, "type": "artifact", "at": "2026-12-08T01:00:00Z",
+        "kind": "page_png", "page": 1, "key": "layout/j/pages/page_01.png", "sha256": "a" * 64,
+        "idempotency_key": "j:2"}
+    assert json.loads(body_of("j", STATUS))["status"] == "prepay_ready"
+
+
 def test_no_webhook_configured_sends_nothing(receiver, monkeypatch):
+    monkeypatch.setattr(notify, "_in_step", [True])
     monkeypatch.delenv("BOOKJOB_NOTIFY_URL", raising=False)
-    status_changed(b"{}")
+    events_added("j", [STATUS])
     monkeypatch.setenv("BOOKJOB_NOTIFY_URL", "   ")
-    status_changed(b"{}")
+    events_added("j", [STATUS])
     assert receiver.received == []

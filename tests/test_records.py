@@ -284,14 +284,15 @@ def test_the_migrations_make_exactly_the_tables_the_code_uses(sql_records):
 
 def test_a_database_without_the_schema_or_a_newer_one_is_one_setup_line(tmp_path):
     from steps.core.errors import SetupError
-    from steps.core.records_sql import SqlRecords, upgrade
+    from steps.core.migrations import upgrade
+    from steps.core.records_sql import SqlRecords
 
     url = f"sqlite:///{tmp_path / 'bare.db'}"
     bare = SqlRecords(url)
     with pytest.raises(SetupError, match=r"has no bookjob tables; run `bookjob db upgrade"):
         bare.read("j1")
-    assert upgrade(url) == (None, "0002")
-    assert upgrade(url) == ("0002", "0002")      # idempotent
+    assert upgrade(url) == (None, "0003")
+    assert upgrade(url) == ("0003", "0003")      # idempotent
     with bare.engine.begin() as connection:
         connection.exec_driver_sql("UPDATE alembic_version SET version_num = '9999'")
     with pytest.raises(SetupError, match=r"migrated by a newer bookjob \(revision 9999\)"):

@@ -190,6 +190,6 @@ def test_a_records_database_without_the_schema_says_to_upgrade(tmp_path):
     assert len(errors) == 1 and "run `bookjob db upgrade" in errors[0]
     assert not Path(tmp_path / "store" / "uploads").exists()    # nothing done before that
     upgraded = bookjob("db", "upgrade", "--records", url)
-    assert upgraded.returncode == 0 and "created at revision 0002" in upgraded.stdout
+    assert upgraded.returncode == 0 and "created at revision 0003" in upgraded.stdout
     unknown = bookjob("jobs", "--records", "mysql://x", "--store", str(tmp_path / "store"))
     assert unknown.returncode == 1 and "are not supported" in unknown.stderr

@@ -220,6 +220,36 @@ def test_a_slot_keeps_its_render_step_and_browser_from_one_job_to_the_next(small
             job_id
 
 
+def test_the_worker_delivers_each_jobs_events_to_the_jobs_own_webhook(small, tmp_path,
+                                                                     monkeypatch):
+    from steps.core.notify import signature
+    from tests.test_sender import FlakyReceiver
+
+    receiver = FlakyReceiver()            # 500 to every other POST
+    monkeypatch.setenv("BOOKJOB_NOTIFY_SECRET", "shh")
+    store = tmp_path / "store"
+    jobs = BookJobs(str(store))
+    order(jobs, small, "w1", notify_url=receiver.url)
+    worker = WorkerProcess(store, "--slots", "1", "--port", "0")
+    try:
+        assert jobs.wait("w1", timeout=300).status == "prepay_ready"
+        events = jobs.records.read("w1").events
+        deadline = time.monotonic() + 60
+        while jobs.records.sent("w1") < len(events) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        assert worker.stop() == 0, worker.text()
+        receiver.down()
+    assert jobs.records.sent("w1") == len(events) and len(events) >= 8
+    seen: list[int] = []
+    for headers, body in receiver.received:
+        assert headers["X-Bookjob-Signature"] == signature("shh", headers["X-Bookjob-Timestamp"], body)
+        seq = json.loads(body)["seq"]
+        if seq not in seen:
+            seen.append(seq)
+    assert seen == [e.seq for e in events]
+
+
 def test_sigterm_hands_running_work_back(small, tmp_path):
     store = tmp_path / "store"
     jobs = BookJobs(str(store))

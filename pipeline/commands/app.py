@@ -186,8 +186,11 @@ FaceBackendOpt = Annotated[FaceBackend | None, typer.Option(
 ComfyOpt = Annotated[str | None, typer.Option(
     "--comfyui-url", help="The ComfyUI server for --face-backend comfyui (env BOOKJOB_COMFYUI_URL).")]
 NotifyOpt = Annotated[str | None, typer.Option(
-    "--notify-url", help="POST the job record here on each status change, signed with "
-                         "$BOOKJOB_NOTIFY_SECRET (env BOOKJOB_NOTIFY_URL).")]
+    "--notify-url", help="POST each of the job's events here (status changes, pages and PDFs "
+                         "stored), signed with $BOOKJOB_NOTIFY_SECRET (env BOOKJOB_NOTIFY_URL).")]
+UnsignedOpt = Annotated[bool, typer.Option(
+    "--allow-unsigned", help="Send the webhook's events unsigned when no BOOKJOB_NOTIFY_SECRET "
+                             "is set (otherwise a setup error; env BOOKJOB_ALLOW_UNSIGNED).")]
 
 
 def backends(analyzer: str | None, analyzer_model: str | None, face_backend: str | None,

@@ -36,6 +36,7 @@ from pipeline.commands.app import (
     Stage,
     StageOpt,
     StoreOpt,
+    UnsignedOpt,
     app,
     backends,
     fail,
@@ -46,11 +47,15 @@ from pipeline.commands.app import (
     store_at,
 )
 from pipeline.jobs import BookJobError
+from pipeline.sender import Sender, check_signed
 from pipeline.worker import ahead
 from steps.core.errors import InputError
 from steps.core.job import JobNotFound, JobRecord, validate_job_id
+from steps.core.settings import settings
 from steps.core.store import Store, StoreError
 from steps.protocol import EXIT_FAILURE, EXIT_INPUT, EXIT_USAGE
+
+FLUSH_S = 5.0     # how long `run` goes on delivering its job's events once the job has ended
 
 
 class PageBars:
@@ -140,6 +145,7 @@ def run(
     face_backend: FaceBackendOpt = None,
     comfyui_url: ComfyOpt = None,
     notify_url: NotifyOpt = None,
+    allow_unsigned: UnsignedOpt = False,
     wait_for_lease: Annotated[float, typer.Option(
         "--wait-for-lease", help="If another run holds the job, wait up to this many seconds "
                                  "for it (default: exit 4 at once).")] = 0.0,
@@ -152,6 +158,11 @@ def run(
     from pipeline.launch import start_early
     from pipeline.lease import EXIT_BUSY, Busy, Lease
 
+    if allow_unsigned:
+        os.environ["BOOKJOB_ALLOW_UNSIGNED"] = "true"
+    configured = settings()
+    check_signed(notify_url or configured.notify_url, configured.notify_secret,
+                 configured.allow_unsigned)      # before anything is written
     target = store_at(store)
     held = records_at(target, records)
     start_early(s3=target.uri.startswith("s3://"), sql=held.uri != "store")  # while we check the job
@@ -180,10 +191,12 @@ def _run_leased(target, held, lease, book, photo, name, age, gender, language, d
                 comfyui_url, notify_url, as_json) -> None:
     from pipeline.local import LocalEngine, StepFailed
 
+    configured = settings()
+    url = notify_url or configured.notify_url
     try:
         params = prepare_job(target, book, photo, name, age, gender, stage, job_id,
                              randomize_seed, pages_per_task, pages, language, dedication,
-                             records=held)
+                             records=held, notify_url=notify_url or "")
     except BookJobError:
         if as_json:   # a new job refused for bad input has its record, marked failed: shown
             try:
@@ -192,14 +205,14 @@ def _run_leased(target, held, lease, book, photo, name, age, gender, language, d
                 pass
         raise
     params |= backends(analyzer, analyzer_model, face_backend, comfyui_url, local_backends())
-    if notify_url:
-        os.environ["BOOKJOB_NOTIFY_URL"] = notify_url  # the steps inherit it
     job_id = params["job_id"]
+    sender = Sender(held, url, configured.notify_secret, configured.allow_unsigned, say=say)
+    sending = sender.start() if url else None
     say(f"job {job_id}: {stage.value} of {params['book']} (store {target.uri})"
         + ("; analysed from this photo already" if params["skip_analysis"] == "true" else ""))
     bar = PageBars(sys.stderr)
     engine = LocalEngine(target, params, progress=bar.line, pages=bar.page, run_id=lease.run_id,
-                         records=held)
+                         records=held, env={"BOOKJOB_NOTIFY_URL": ""})   # this process sends
     code = 0
     try:
         engine.run(stage.value)
@@ -208,6 +221,11 @@ def _run_leased(target, held, lease, book, photo, name, age, gender, language, d
         say(f"error: {failed.message}")
     finally:
         bar.close()
+        if sending is not None:
+            sending[1].set()
+            if not sender.flush([job_id], FLUSH_S):
+                say(f"warning: some events of job {job_id} are not delivered yet; `bookjob "
+                    "worker` or `bookjob events --send` delivers them later")
     try:
         final = held.read(job_id)
     except JobNotFound:

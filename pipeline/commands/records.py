@@ -100,8 +100,8 @@ def _sql_url(records: str | None) -> str:
 @db.command()
 def upgrade(records: RecordsOpt = None) -> None:
     """Create the records tables, or migrate them to this bookjob's schema (idempotent)."""
+    from steps.core.migrations import upgrade as migrate
     from steps.core.records_sql import shown
-    from steps.core.records_sql import upgrade as migrate
 
     url = _sql_url(records)
     before, after = migrate(url)

@@ -9,7 +9,18 @@ from typing import Annotated
 
 import typer
 
-from pipeline.commands.app import RecordsOpt, StoreOpt, app, fail, records_at, say, store_at
+from pipeline.commands.app import (
+    RecordsOpt,
+    StoreOpt,
+    UnsignedOpt,
+    app,
+    fail,
+    records_at,
+    say,
+    store_at,
+)
+from pipeline.sender import Sender, check_signed
+from steps.core.settings import settings
 from steps.protocol import EXIT_USAGE
 
 
@@ -83,6 +94,7 @@ def worker(
                         "are handed back.")] = 60.0,
     store: StoreOpt = None,
     records: RecordsOpt = None,
+    allow_unsigned: UnsignedOpt = False,
 ) -> None:
     """Run the stages queued in the job records (by BookJobs), a few at a time, until SIGTERM.
 
@@ -97,8 +109,13 @@ def worker(
     if chosen < 1:
         fail(EXIT_USAGE, f"--slots must be at least 1, not {chosen}")
     start_early(s3=target.uri.startswith("s3://"), sql=held.uri != "store")
+    configured = settings()
+    check_signed(configured.notify_url, configured.notify_secret,
+                 allow_unsigned or configured.allow_unsigned)
+    sender = Sender(held, configured.notify_url, configured.notify_secret,
+                    allow_unsigned or configured.allow_unsigned, say=say)
     metrics = Metrics()
-    runner = Worker(target, held, chosen, grace_s=grace, say=say, metrics=metrics)
+    runner = Worker(target, held, chosen, grace_s=grace, say=say, metrics=metrics, sender=sender)
     runner.install_signals()
     try:
         server = metrics.serve(port, lambda: not runner.stopping.is_set()) if port else None

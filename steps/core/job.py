@@ -88,6 +88,24 @@ class StatusChange(BaseModel):
     at: str
 
 
+class Event(BaseModel):
+    """A change the shop is told about, in the order it happened (its ``seq``, from 1, no
+    gaps): the job's status changed, or an artifact was stored (each page as it lands, each
+    PDF). Written with the record change it describes (:mod:`steps.core.records`). It carries
+    ids, statuses and keys, never the child's details."""
+
+    model_config = KEEP
+
+    seq: int
+    type: Literal["status", "artifact"]
+    at: str
+    status: str | None = None          # type status
+    kind: str | None = None            # type artifact: its kind, page, key and sha256
+    page: int | None = None
+    key: str | None = None
+    sha256: str | None = None
+
+
 class Artifact(BaseModel):
     model_config = KEEP
 
@@ -141,6 +159,8 @@ class JobRecord(BaseModel):
     artifacts: list[Artifact] = Field(default_factory=list)
     error: JobError | None = None
     queued: QueuedStage | None = None  # a stage waiting for a worker (or running on one)
+    events: list[Event] = Field(default_factory=list)   # what the shop is told, in order
+    notify_url: str = ""               # where its events are delivered ("": the sender's own)
     created_at: str = Field(default_factory=now)
     updated_at: str = Field(default_factory=now)
 

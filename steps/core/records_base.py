@@ -9,6 +9,7 @@ never changed (:class:`NewerRecord`, exit 1).
 
 from __future__ import annotations
 
+import builtins
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -21,6 +22,7 @@ from steps.core.job import (
     GENERATING,
     SCHEMA_VERSION,
     TRANSITIONS,
+    Event,
     JobError,
     JobRecord,
     Status,
@@ -141,6 +143,27 @@ class Records(ABC):
         """The jobs the query asks for, newest first."""
 
     @abstractmethod
+    def outbox(self) -> builtins.list[str]:
+        """The jobs that may have events not delivered yet (the sender reads each)."""
+
+    @abstractmethod
+    def sent(self, job_id: str) -> int:
+        """The last of the job's events that is settled (delivered, or given up), in order;
+        0 for none."""
+
+    @abstractmethod
+    def mark_sent(self, job_id: str, seq: int, caught_up: bool) -> None:
+        """Events up to ``seq`` are settled; ``caught_up``: that was the job's last one."""
+
+    @abstractmethod
+    def resend_from(self, job_id: str, seq: int) -> None:
+        """Events from ``seq`` on are to be delivered again."""
+
+    @abstractmethod
+    def _events_added(self, job_id: str) -> None:
+        """A new job's events are about to be written (the store backend notes it)."""
+
+    @abstractmethod
     def read_lease(self, job_id: str) -> tuple[bytes, str] | None:
         """The lease on the job (``pipeline.lease``) and its version, or None."""
 
@@ -152,9 +175,12 @@ class Records(ABC):
         """Write a new record with its first status; False if a record with that id exists."""
         record.schema_version = SCHEMA_VERSION
         record.status_history = [StatusChange(status=record.status, at=now())]
+        record.events = []
+        add_events(record, 0, set())
+        self._events_added(record.job_id)
         created = self._create(record)
         if created:
-            notify.status_changed(dump(record))
+            notify.events_added(record.job_id, record.events)
         return created
 
     def restore(self, record: JobRecord) -> bool:
@@ -163,19 +189,21 @@ class Records(ABC):
 
     def update(self, job_id: str, change: Change) -> JobRecord:
         """Apply ``change`` to the current record; a record of a newer bookjob is refused."""
-        moved: list[bool] = []
+        added: list[int] = []
 
         def apply(record: JobRecord) -> None:
             check_writable(record)
-            before = record.status, len(record.status_history)
+            statuses, stored = len(record.status_history), stored_artifacts(record)
             change(record)
             record.schema_version = SCHEMA_VERSION
             record.updated_at = now()
-            moved[:] = [(record.status, len(record.status_history)) != before]
+            events = len(record.events)
+            add_events(record, statuses, stored)
+            added[:] = [len(record.events) - events]
 
         record = self._swap(job_id, apply)
-        if moved and moved[0]:
-            notify.status_changed(dump(record))
+        if added and added[0]:
+            notify.events_added(job_id, record.events[-added[0]:])
         return record
 
     def mark_failed(self, job_id: str, step: str, reason: str, message: str) -> JobRecord:
@@ -189,6 +217,26 @@ class Records(ABC):
             record.error = JobError(step=step, reason=reason, message=message)
 
         return self.update(job_id, fail)
+
+
+def stored_artifacts(record: JobRecord) -> set[tuple[str, int | None, str, str]]:
+    return {(a.kind, a.page, a.key, a.sha256) for a in record.artifacts}
+
+
+def add_events(record: JobRecord, statuses_before: int,
+               stored_before: set[tuple[str, int | None, str, str]]) -> None:
+    """Append to the record's events what a change did to it: each artifact it stored (new,
+    or made again with other bytes), then each status it entered. Part of the same record
+    write on every backend, so an event is there exactly when its change is."""
+    at = now()
+    new = [Event(seq=0, type="artifact", at=at, kind=a.kind, page=a.page, key=a.key,
+                 sha256=a.sha256)
+           for a in record.artifacts if (a.kind, a.page, a.key, a.sha256) not in stored_before]
+    new += [Event(seq=0, type="status", at=c.at, status=c.status.value)
+            for c in record.status_history[statuses_before:]]
+    for event in new:
+        event.seq = len(record.events) + 1
+        record.events.append(event)
 
 
 def dump(record: JobRecord) -> bytes:

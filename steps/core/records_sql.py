@@ -11,6 +11,8 @@ as the old clients did with ``analysis_json``'s ``generation_retry``, sets) them
 - ``job_artifacts``: one row per artifact (``kind``, ``page``, ``key``, ``sha256``, ``size``,
   ``inputs_sha256``, ``created_at``), written with the record change that adds it, so a query
   made while a job runs sees its pages appear;
+- ``job_events``: what the shop is told (``job_id``, ``seq``, ``type``, the ``event`` as JSON),
+  one row per status change and artifact stored, written with the change it describes;
 - ``job_leases``: which run holds a job (``pipeline.lease``).
 
 An update locks the job's row (``SELECT … FOR UPDATE`` on PostgreSQL; ``BEGIN IMMEDIATE`` on
@@ -22,6 +24,7 @@ creates or migrates it, and a database at another revision is a one-line setup e
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -29,27 +32,16 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
-    JSON,
-    BigInteger,
-    Column,
     Connection,
-    DateTime,
     Engine,
-    ForeignKey,
-    Index,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
     create_engine,
     delete,
     event,
+    func,
     insert,
     select,
     update,
 )
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import RowMapping, make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.exc import InterfaceError as SqlInterfaceError
@@ -58,55 +50,14 @@ from steps.core import faults
 from steps.core.errors import SetupError, TransientError
 from steps.core.job import Artifact, JobNotFound, JobRecord
 from steps.core.records_base import Change, JobQuery, JobSummary, Records
+from steps.core.records_tables import COLUMNS, job_artifacts, job_events, job_leases, jobs, metadata
+
+__all__ = ["HEAD", "KNOWN", "SqlRecords", "job_artifacts", "job_events", "job_leases", "jobs",
+           "metadata", "revision", "shown"]
 
 MIGRATIONS = Path(__file__).with_name("migrations")
-HEAD = "0002"                     # the newest revision in steps/core/migrations/versions/
-KNOWN = ("0001", "0002")          # every revision this code knows, oldest first
-
-Json = JSON().with_variant(JSONB(), "postgresql")
-metadata = MetaData()
-jobs = Table(
-    "jobs", metadata,
-    Column("id", String(63), primary_key=True),
-    Column("schema_version", Integer, nullable=False),
-    Column("version", Integer, nullable=False),
-    Column("status", String(40), nullable=False),
-    Column("book_id", String(63)),
-    Column("language", String(35), nullable=False),
-    Column("analysis_json", Json),
-    Column("error_reason", String(80)),
-    Column("record_json", Json, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
-    Column("queued_at", DateTime(timezone=True)),     # a stage waiting for a worker
-    Index("ix_jobs_status_updated_at", "status", "updated_at"),
-    Index("ix_jobs_queued_at", "queued_at"),
-    Index("ix_jobs_created_at", "created_at"),
-    Index("ix_jobs_book_id_created_at", "book_id", "created_at"),
-)
-job_artifacts = Table(
-    "job_artifacts", metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("job_id", String(63), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
-    Column("kind", String(32), nullable=False),
-    Column("page", Integer),
-    Column("key", String(1024), nullable=False),
-    Column("sha256", String(64), nullable=False),
-    Column("size", BigInteger, nullable=False),
-    Column("inputs_sha256", String(64)),
-    Column("extra", Json),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Index("ix_job_artifacts_job_id", "job_id", "kind", "page"),
-)
-job_leases = Table(
-    "job_leases", metadata,
-    Column("job_id", String(63), primary_key=True),
-    Column("holder", Text, nullable=False),
-    Column("version", Integer, nullable=False),
-)
-# The record's fields that are columns of `jobs` (the rest goes to record_json).
-COLUMNS = ("schema_version", "status", "book_id", "language", "analysis", "created_at",
-           "updated_at")
+HEAD = "0003"                     # the newest revision in steps/core/migrations/versions/
+KNOWN = ("0001", "0002", "0003")  # every revision this code knows, oldest first
 
 
 def engine_url(url: str) -> str:
@@ -228,7 +179,7 @@ class SqlRecords(Records):
 
     @staticmethod
     def _row(record: JobRecord) -> dict[str, Any]:
-        rest = record.model_dump(mode="json", exclude={"job_id", "artifacts", *COLUMNS})
+        rest = record.model_dump(mode="json", exclude={"job_id", "artifacts", "events", *COLUMNS})
         return {"schema_version": record.schema_version, "status": record.status.value,
                 "book_id": record.book_id, "language": record.language,
                 "analysis_json": record.analysis.model_dump(mode="json") if record.analysis else None,
@@ -238,7 +189,8 @@ class SqlRecords(Records):
                 "queued_at": from_iso(record.queued.at) if record.queued else None}
 
     @staticmethod
-    def _record(row: RowMapping, artifacts: Sequence[RowMapping]) -> JobRecord:
+    def _record(row: RowMapping, artifacts: Sequence[RowMapping],
+                events: Sequence[RowMapping] = ()) -> JobRecord:
         data = {**row["record_json"], "job_id": row["id"], "schema_version": row["schema_version"],
                 "status": row["status"], "book_id": row["book_id"], "language": row["language"],
                 "analysis": row["analysis_json"], "created_at": iso(row["created_at"]),
@@ -247,6 +199,7 @@ class SqlRecords(Records):
                  "sha256": a["sha256"], "size": a["size"], "inputs_sha256": a["inputs_sha256"]}
                 for a in artifacts]
         data["artifacts"] = sorted(made, key=lambda a: (a["page"] or 0, a["kind"]))
+        data["events"] = [e["event"] for e in events]
         return JobRecord.model_validate(data)
 
     @staticmethod
@@ -274,6 +227,16 @@ class SqlRecords(Records):
         if gone:
             connection.execute(delete(job_artifacts).where(job_artifacts.c.id.in_(gone)))
 
+    @staticmethod
+    def _add_events(connection: Connection, record: JobRecord, written: int) -> None:
+        """The record's events after the ``written`` ones already in the table (events are
+        only ever appended)."""
+        rows = [{"job_id": record.job_id, "seq": e.seq, "type": e.type,
+                 "event": e.model_dump(mode="json"), "created_at": from_iso(e.at)}
+                for e in record.events[written:]]
+        if rows:
+            connection.execute(insert(job_events), rows)
+
     # ---- the interface ----------------------------------------------------------------
 
     def _create(self, record: JobRecord) -> bool:
@@ -282,19 +245,22 @@ class SqlRecords(Records):
                 connection.execute(insert(jobs).values(id=record.job_id, version=1,
                                                        **self._row(record)))
                 self._sync_artifacts(connection, record.job_id, [], record.artifacts)
+                self._add_events(connection, record, 0)
         except IntegrityError:
             return False
         return True
 
-    def _rows(self, connection: Connection, job_id: str,
-              lock: bool = False) -> tuple[RowMapping, Sequence[RowMapping]]:
+    def _rows(self, connection: Connection, job_id: str, lock: bool = False
+              ) -> tuple[RowMapping, Sequence[RowMapping], Sequence[RowMapping]]:
         query = select(jobs).where(jobs.c.id == job_id)
         row = connection.execute(query.with_for_update() if lock else query).mappings().first()
         if row is None:
             raise JobNotFound(f"no job {job_id!r} in {self.uri}")
         artifacts = connection.execute(select(job_artifacts).where(
             job_artifacts.c.job_id == job_id).order_by(job_artifacts.c.id)).mappings().all()
-        return row, artifacts
+        events = connection.execute(select(job_events.c.event).where(
+            job_events.c.job_id == job_id).order_by(job_events.c.seq)).mappings().all()
+        return row, artifacts, events
 
     def read(self, job_id: str) -> JobRecord:
         with self._transaction() as connection:
@@ -307,13 +273,14 @@ class SqlRecords(Records):
 
     def _swap(self, job_id: str, change: Change) -> JobRecord:
         with self._transaction(write=True) as connection:
-            row, artifacts = self._rows(connection, job_id, lock=True)
-            record = self._record(row, artifacts)
+            row, artifacts, events = self._rows(connection, job_id, lock=True)
+            record = self._record(row, artifacts, events)
             change(record)
             faults.point("update")
             connection.execute(update(jobs).where(jobs.c.id == job_id).values(
                 version=row["version"] + 1, **self._row(record)))
             self._sync_artifacts(connection, job_id, artifacts, record.artifacts)
+            self._add_events(connection, record, len(events))
         return record
 
     def queue(self) -> list[tuple[str, str]]:
@@ -342,6 +309,31 @@ class SqlRecords(Records):
         return [JobSummary(r.id, r.status, r.book_id, iso(r.created_at), iso(r.updated_at),
                            r.error_reason, r.schema_version) for r in rows]
 
+    def outbox(self) -> builtins.list[str]:
+        with self._transaction() as connection:
+            return list(connection.execute(select(job_events.c.job_id).where(
+                job_events.c.delivered_at.is_(None)).distinct()).scalars())
+
+    def sent(self, job_id: str) -> int:
+        with self._transaction() as connection:
+            return int(connection.execute(select(func.coalesce(func.max(job_events.c.seq), 0))
+                       .where(job_events.c.job_id == job_id,
+                              job_events.c.delivered_at.is_not(None))).scalar_one())
+
+    def resend_from(self, job_id: str, seq: int) -> None:
+        with self._transaction(write=True) as connection:
+            connection.execute(update(job_events).where(
+                job_events.c.job_id == job_id, job_events.c.seq >= seq).values(delivered_at=None))
+
+    def _events_added(self, job_id: str) -> None:
+        """Nothing to note: the outbox is a query (events not delivered yet)."""
+
+    def mark_sent(self, job_id: str, seq: int, caught_up: bool) -> None:
+        with self._transaction(write=True) as connection:
+            connection.execute(update(job_events).where(
+                job_events.c.job_id == job_id, job_events.c.seq <= seq,
+                job_events.c.delivered_at.is_(None)).values(delivered_at=datetime.now(UTC)))
+
     def read_lease(self, job_id: str) -> tuple[bytes, str] | None:
         with self._transaction() as connection:
             found = connection.execute(select(job_leases.c.holder, job_leases.c.version).where(
@@ -361,33 +353,3 @@ class SqlRecords(Records):
                 return done.rowcount == 1
         except IntegrityError:
             return False
-
-
-# ---- the schema --------------------------------------------------------------------------
-
-
-def upgrade(url: str) -> tuple[str | None, str]:
-    """Create or migrate the schema to :data:`HEAD`: (the revision before, the revision now)."""
-    from alembic import command
-    from alembic.config import Config
-
-    engine = make_engine(url)
-    try:
-        with engine.connect() as connection:
-            with connection.begin():
-                before = revision(connection)
-            if before is not None and before not in KNOWN:
-                raise SetupError(f"the records database {shown(url)} was migrated by a newer "
-                                 f"bookjob (revision {before}); upgrade bookjob.")
-            config = Config()
-            config.set_main_option("script_location", str(MIGRATIONS))
-            config.attributes["connection"] = connection
-            with connection.execution_options(write=True).begin():
-                command.upgrade(config, "head")
-            with connection.begin():
-                after = revision(connection)
-    except (OperationalError, SqlInterfaceError) as e:
-        raise did_not_answer(shown(url), e) from e
-    finally:
-        engine.dispose()
-    return before, after or HEAD

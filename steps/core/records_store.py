@@ -9,11 +9,14 @@ every record, each has a marker ``queue/{at}_{job_id}`` (its key sorts in queue 
 marker is written before the record that asks, and removed after the record that no longer
 does: a crash between leaves a marker too many, which a listing removes once it is a minute
 old (a younger one may belong to a request whose record is being written), never a request
-without one.
+without one. Events not yet delivered are noted the same way, ``outbox/{job_id}`` written
+before the record that adds them and removed once the sender has caught up.
 """
 
 from __future__ import annotations
 
+import builtins
+import json
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -57,12 +60,15 @@ class StoreRecords(Records):
                 raise JobNotFound(f"no job {job_id!r} in {self.store.uri}")
             data, version = current
             record = JobRecord.model_validate_json(data)
-            before = marker(record)
+            before, events = marker(record), len(record.events)
             change(record)
             after = marker(record)
             body = dump(record)
             if after is not None and after != before:
                 self.store.write(after, b"")
+            if len(record.events) > events:     # noted before the record: never an event
+                self._events_added(job_id)       # without its note
+
             faults.point("update")
             written = self.store.write_if(key, body, version)
             if not written:
@@ -104,6 +110,30 @@ class StoreRecords(Records):
             found = [s for s in pool.map(summary, self.job_ids()) if s is not None]
         return newest_first((s for s in found if query.matches(s)), query.limit)
 
+    def outbox(self) -> builtins.list[str]:
+        return [key[len(OUTBOX):] for key in self.store.list(OUTBOX)]
+
+    def sent(self, job_id: str) -> int:
+        try:
+            return int(json.loads(self.store.read(sent_key(job_id)))["seq"])
+        except FileNotFoundError:
+            return 0
+
+    def mark_sent(self, job_id: str, seq: int, caught_up: bool) -> None:
+        self.store.write(sent_key(job_id), json.dumps({"seq": seq}).encode())
+        if caught_up:
+            self.store.delete(f"{OUTBOX}{job_id}")
+            # an event added meanwhile, whose note this removed, is noted again
+            if len(self.read(job_id).events) > seq:
+                self._events_added(job_id)
+
+    def resend_from(self, job_id: str, seq: int) -> None:
+        self._events_added(job_id)
+        self.store.write(sent_key(job_id), json.dumps({"seq": max(0, seq - 1)}).encode())
+
+    def _events_added(self, job_id: str) -> None:
+        self.store.write(f"{OUTBOX}{job_id}", b"")
+
     def read_lease(self, job_id: str) -> tuple[bytes, str] | None:
         return self.store.read_versioned(lease_key(job_id))
 
@@ -113,6 +143,14 @@ class StoreRecords(Records):
 
 def lease_key(job_id: str) -> str:
     return f"jobs/{job_id}/lease.json"
+
+
+def sent_key(job_id: str) -> str:
+    """How far the job's events are delivered: ``{"seq": n}``."""
+    return f"jobs/{job_id}/events-sent.json"
+
+
+OUTBOX = "outbox/"   # one empty object per job whose events may not all be delivered
 
 
 QUEUE = "queue/"

@@ -39,6 +39,7 @@ class Settings(BaseSettings):
     # the status webhook
     notify_url: str = ""
     notify_secret: str = ""
+    allow_unsigned: bool = False                 # a webhook without a secret: sent unsigned
     # S3 (credentials, region and endpoint come from the standard AWS environment)
     s3_connect_timeout: float = 10.0
     s3_read_timeout: float = 60.0

@@ -1,5 +1,5 @@
 """Alembic's environment for the records schema: run on the connection that
-:func:`steps.core.records_sql.upgrade` hands over (never a URL of its own)."""
+:func:`steps.core.migrations.upgrade` hands over (never a URL of its own)."""
 
 from __future__ import annotations
 
