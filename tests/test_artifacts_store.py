@@ -73,7 +73,7 @@ def test_record_adds_every_artifact_in_one_update(store, monkeypatch):
     points = []
     monkeypatch.setattr(faults, "point", lambda name: points.append(name))
     record = artifacts.record(store, "j", made)
-    assert points == ["record", "update", "write"]
+    assert points == ["record", "write", "update", "write"]   # the outbox note, the record
     assert record == read_job(store, "j")
     assert [(a.kind, a.page, a.key) for a in record.artifacts] == [
         ("page_png", 1, "layout/j/pages/page_01.png"), ("page_png", 2, "layout/j/pages/page_02.png")]

@@ -3,7 +3,7 @@
 Each case is an input and what must happen. A bad input ends with exit 3 and one sentence on
 stderr that says what is wrong and how to fix it; the job (where a record can exist) is
 marked failed with that reason; no traceback reaches the terminal (nor the steps' logs); and
-nothing is written outside the job's own keys (`uploads/{job}/`, `jobs/{job}/`,
+nothing is written outside the job's own keys (`uploads/{job}/`, `jobs/{job}/`, `outbox/{job}`,
 `layout/{job}/`), not in the book, not in the working directory. The inputs the issue says
 must work (an EXIF-rotated, HEIC or WebP photo, several faces, a name with markup or in a
 right-to-left script) make a finished prepay stage instead.
@@ -390,7 +390,8 @@ def test_hostile_input(case_id, books, tmp_path, count):
     assert "Traceback" not in terminal, terminal
     # nothing outside the job's own keys, in the book or in the working directory
     written = sorted(snapshot(store)) if store.exists() else []
-    ours = (f"uploads/{case.job_id}/", f"jobs/{case.job_id}/", f"layout/{case.job_id}/")
+    ours = (f"uploads/{case.job_id}/", f"jobs/{case.job_id}/", f"layout/{case.job_id}/",
+            f"outbox/{case.job_id}")    # (the note that the job has events to deliver)
     assert all(key.startswith(ours) for key in written), written
     assert snapshot(book) == book_before
     assert list(cwd.iterdir()) == []

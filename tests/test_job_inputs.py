@@ -133,7 +133,7 @@ def test_a_new_record_holds_what_was_typed_trimmed_and_nothing_else():
         "photo_key": "uploads/j1/photo.jpg", "photo_sha256": None, "photo_source": None,
         "child_name": "Mia", "child_age": 5, "child_gender": "girl", "language": "",
         "dedication": "", "status": Status.ANALYZING, "status_history": [], "analysis": None,
-        "artifacts": [], "error": None, "queued": None}
+        "artifacts": [], "error": None, "queued": None, "events": [], "notify_url": ""}
 
 
 def test_a_new_record_keeps_the_optional_fields_given():

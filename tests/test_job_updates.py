@@ -22,9 +22,11 @@ def new_record(job_id="j1", **fields) -> JobRecord:
 
 @pytest.fixture
 def posted(monkeypatch) -> list[dict]:
-    """What the webhook was asked to send, as parsed records (the store writes are real)."""
+    """The status events each change handed to the webhook, as JSON (the store writes are
+    real)."""
     sent: list[dict] = []
-    monkeypatch.setattr(records_base.notify, "status_changed", lambda body: sent.append(json.loads(body)))
+    monkeypatch.setattr(records_base.notify, "events_added", lambda job_id, events: sent.extend(
+        e.model_dump(mode="json") for e in events if e.type == "status"))
     return sent
 
 
@@ -45,7 +47,7 @@ def test_create_writes_the_record_with_its_first_status(store, posted):
     assert [c.status for c in record.status_history] == [Status.ANALYZING]
     assert record.reached(Status.ANALYZING) and not record.reached(Status.ANALYZING_COMPLETED)
     assert [p["status"] for p in posted] == ["analyzing"]
-    assert posted[0] == json.loads(stored)
+    assert posted[0] == json.loads(stored)["events"][0]
 
 
 def test_a_second_create_with_the_same_id_changes_nothing(store, posted):
@@ -203,7 +205,7 @@ def test_the_webhook_fires_only_on_a_status_change(store, posted):
     assert [p["status"] for p in posted] == ["analyzing"]
     update_job(store, "j1", lambda r: r.move_to(Status.ANALYZING_COMPLETED))
     assert [p["status"] for p in posted] == ["analyzing", "analyzing_completed"]
-    assert posted[-1] == json.loads(store.read(job_key("j1")))
+    assert posted[-1] == json.loads(store.read(job_key("j1")))["events"][-1]
     update_job(store, "j1", lambda r: r.move_to(Status.ANALYZING))
     update_job(store, "j1", lambda r: r.move_to(Status.ANALYZING))   # the same status, resumed
     assert [p["status"] for p in posted][2:] == ["analyzing", "analyzing"]
@@ -215,7 +217,9 @@ def test_the_update_fault_point_is_reached_before_the_write(store, monkeypatch):
     monkeypatch.setattr(faults, "point", lambda name: seen.append((name, store.read(job_key("j1")))))
     before = store.read(job_key("j1"))
     update_job(store, "j1", lambda r: r.move_to(Status.ANALYZING_COMPLETED))
-    assert seen == [("update", before), ("write", before)]   # the store's: not yet in place
+    # the outbox note (the change adds an event), then the store's write: not yet in place
+    assert [(name, body) for name, body in seen] == [("write", before), ("update", before),
+                                                    ("write", before)]
 
 
 # ---- the record's helpers ----------------------------------------------------------------

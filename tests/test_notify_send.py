@@ -80,6 +80,7 @@ def test_a_steps_status_events_go_to_the_webhook_its_environment_names(receiver,
     """(A cluster's steps, until a sender runs there.) Status events only, one POST each."""
     monkeypatch.setenv("BOOKJOB_NOTIFY_URL", f"  {receiver.url}  ")
     monkeypatch.setenv("BOOKJOB_NOTIFY_SECRET", "k")
+    monkeypatch.setattr(notify, "_in_step", [False])
     events_added("j", [PAGE, STATUS])
     assert receiver.received == []            # not a step: a sender delivers
     monkeypatch.setattr(notify, "_in_step", [True])

@@ -145,7 +145,8 @@ def test_photo_without_a_face_fails_clearly(book, tmp_path):
     record = json.loads((store / "jobs/noface/job.json").read_text())
     assert record["status"] == "analysis_failed"
     assert record["error"]["step"] == "analyze" and record["error"]["reason"] == "no_face"
-    assert all(k.startswith(("uploads/noface/", "jobs/noface/")) for k in _all_keys(store))
+    assert all(k.startswith(("uploads/noface/", "jobs/noface/", "outbox/noface"))
+               for k in _all_keys(store))
 
 
 @pytest.mark.parametrize("field,value,reason", [
