@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from steps.core.errors import SetupError, TransientError
-from steps.core.job import JobNotFound, JobRecord
+from steps.core.job import JobNotFound
 from steps.core.notify import body_of, post
 from steps.core.records import Records
 from steps.core.records_base import parse_time
@@ -37,21 +37,6 @@ def check_signed(url: str, secret: str, allow_unsigned: bool) -> None:
         raise SetupError("a webhook is set (--notify-url / BOOKJOB_NOTIFY_URL) but no "
                          "BOOKJOB_NOTIFY_SECRET to sign its events with; set one, or pass "
                          "--allow-unsigned (BOOKJOB_ALLOW_UNSIGNED=true) to send them unsigned.")
-
-
-def remember_webhook(records: Records, job_id: str, url: str) -> None:
-    """Keep the job's webhook in its record, for whichever sender delivers its events."""
-    if not url:
-        return
-
-    def keep(record: JobRecord) -> None:
-        record.notify_url = url
-
-    try:
-        if records.read(job_id).notify_url != url:
-            records.update(job_id, keep)
-    except JobNotFound:
-        pass
 
 
 @dataclass
@@ -85,11 +70,11 @@ class Sender:
             return True
         events, url = record.events, record.notify_url or self.url
         done = self.records.sent(job_id)
+        if done >= len(events) or not url:    # caught up, or nowhere to deliver: settled as
+            self.records.mark_sent(job_id, len(events), True)   # it is; its note goes
+            return True
         for event in events[done:]:
             last = event.seq == len(events)
-            if not url:                       # nowhere to deliver: settled as it is
-                self.records.mark_sent(job_id, len(events), True)
-                return True
             if self.clock() - parse_time(event.at).timestamp() > MAX_AGE_S:
                 self.say(f"warning: job {job_id} event {event.seq} was not delivered within "
                          f"{MAX_AGE_S / 3600:g} h ({held.error if held else 'never tried'}); "
@@ -110,8 +95,6 @@ class Sender:
             self.held.pop(job_id, None)
             held = None
             self.records.mark_sent(job_id, event.seq, last)
-        if not events[done:] and done >= len(events):
-            self.records.mark_sent(job_id, done, True)     # caught up: its note goes
         return True
 
     def send_all(self, job_ids: Iterable[str] | None = None) -> bool:

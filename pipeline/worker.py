@@ -39,7 +39,7 @@ from pathlib import Path
 from pipeline.handoff import Slot
 from pipeline.lease import Busy, Lease
 from pipeline.local import Cancelled, LocalEngine, StepFailed
-from pipeline.sender import Sender, remember_webhook
+from pipeline.sender import Sender
 from steps.core.errors import SetupError, TransientError
 from steps.core.job import JobNotFound, JobRecord, QueuedStage, now
 from steps.core.records import Records
@@ -235,7 +235,6 @@ class Worker:
         outcome, reason = "completed", ""
         handed_back = False
         try:
-            remember_webhook(self.records, run.job_id, run.queued.params.get("notify_url", ""))
             engine.run(run.stage)
         except Cancelled:
             handed_back = True
